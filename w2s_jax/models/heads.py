@@ -1,0 +1,59 @@
+"""A backbone with its two heads: causal-LM logits and a scalar reward read at the last real token."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from w2s_jax.models import registry
+from w2s_jax.models.config import ModelConfig
+from w2s_jax.models.layers import logical
+
+# PyTorch's nn.Linear default (kaiming-uniform, a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the original
+# reward head keeps that init, so ours does too.
+torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def last_token_index(mask_bt: jax.Array) -> jax.Array:
+    """Index of the last real token of each right-padded row (0 for an all-padding filler row)."""
+    return jnp.maximum(mask_bt.astype(jnp.int32).sum(-1) - 1, 0)
+
+
+class Transformer(nn.Module):
+    """`params = {"backbone": ..., "reward_head": {"kernel": [D, 1]}}`; the reward head exists only if initialised."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        self.backbone = registry.family(self.cfg.family).Backbone(self.cfg)
+        self.reward_head = nn.Dense(1, use_bias=False, dtype=jnp.float32, param_dtype=self.cfg.jnp_param_dtype,
+                                    kernel_init=logical(torch_linear_init, "embed", None))
+
+    def __call__(self, ids_bt, mask_bt):
+        """Causal-LM logits [B, T, V]."""
+        return self.backbone.logits(self.backbone(ids_bt, mask_bt))
+
+    def hidden(self, ids_bt, mask_bt):
+        """Final hidden states [B, T, D] (what both heads read)."""
+        return self.backbone(ids_bt, mask_bt)
+
+    def logits(self, hidden_btd):
+        return self.backbone.logits(hidden_btd)
+
+    def lm_head_kernel(self):
+        """[D, V] kernel of the LM head, for log-probs computed chunk by chunk."""
+        return self.backbone.lm_head_kernel()
+
+    def reward_from_hidden(self, hidden_btd, mask_bt):
+        idx = last_token_index(mask_bt)
+        last = jnp.take_along_axis(hidden_btd, idx[:, None, None], axis=1)[:, 0]
+        return self.reward_head(last.astype(jnp.float32))[:, 0]
+
+    def reward(self, ids_bt, mask_bt):
+        """Scalar reward [B] from the hidden state of each row's last real token (right padding)."""
+        return self.reward_from_hidden(self.backbone(ids_bt, mask_bt), mask_bt)
+
+    def init_all(self, ids_bt, mask_bt):
+        """Touches both heads so `init` creates every parameter."""
+        hidden = self.backbone(ids_bt, mask_bt)
+        return self.backbone.logits(hidden), self.reward_from_hidden(hidden, mask_bt)
