@@ -1,0 +1,69 @@
+"""Reward-modelling weak-to-strong with a helpfulness conflict (original-spec §2).
+
+Presets by the config string: `configs/rm_helpful.py` or `...:paper` (gpt2 -> gpt2-medium, 4000/4000/4000,
+lr 1e-5, batch 32, max_len 512, 1 epoch) and `...:demo` (tiny random-init models, offline, minutes on 2 cores).
+Override anything with `--config.train.lr=1e-6` and the like.
+"""
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def model_spec(name: str, init: str = "pretrained", tokenizer: str = "", **arch) -> ConfigDict:
+    spec = ConfigDict({"name": name, "init": init, "tokenizer": tokenizer,
+                       "arch": {"family": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 4,
+                                "num_kv_heads": 0, "intermediate_size": 0}})
+    spec.arch.update(arch)
+    return spec
+
+
+def base_config() -> ConfigDict:
+    c = ConfigDict()
+    c.experiment = "reward_model"
+    c.seed = 0
+    c.data = ConfigDict({
+        "source": "dir",  # "dir": the paper's JSONL layout in data.dir; "hub": Anthropic/hh-rlhf
+        "dir": str(SHARED_DATA / "hh-single-turn"),
+        "hub_subset": "harmless-base", "hub_conflict_subset": "helpful-base",
+        "n_gt": 4000, "n_weak": 4000, "n_test": 4000,
+        "conflict_path": "",  # JSONL of {chosen, rejected} / {prompt, chosen, rejected}, or a BIG-bench task.json
+        "n_conflict": 4000,
+        "max_len": 512, "bucket_multiple": 64, "max_buckets": 8,
+        "allow_skips": False, "seed": 0,
+    })
+    c.weak = model_spec("gpt2")
+    c.strong = model_spec("gpt2-medium")
+    c.model = ConfigDict({"param_dtype": "float32", "dtype": "float32", "remat_policy": "none",
+                          "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False})
+    c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
+                          "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32})
+    c.students = "no_conflict,implicit,explicit"
+    c.conflict = ConfigDict({"alpha": 0.5})
+    c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    return c
+
+
+def demo(c: ConfigDict) -> ConfigDict:
+    c.data.n_gt, c.data.n_weak, c.data.n_test = 600, 600, 600
+    c.data.max_len = 128
+    c.data.conflict_path = str(SHARED_DATA / "bigbench" / "hhh_alignment" / "helpful" / "task.json")
+    c.weak = model_spec("tiny-weak", init="random", tokenizer="bpe:1024", hidden_size=32, num_layers=1,
+                        num_heads=2)
+    c.strong = model_spec("tiny-strong", init="random", tokenizer="bpe:1024", hidden_size=96, num_layers=3,
+                          num_heads=4)
+    c.train.lr = 1e-3
+    c.train.batch_size = 16
+    c.train.eval_batch_size = 64
+    c.train.epochs = 2
+    return c
+
+
+def get_config(preset: str = "paper") -> ConfigDict:
+    c = base_config()
+    if preset == "demo":
+        return demo(c)
+    if preset not in ("paper", ""):
+        raise ValueError(f"unknown preset {preset!r} for configs/rm_helpful.py; use 'paper' or 'demo'")
+    return c

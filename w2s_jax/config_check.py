@@ -1,0 +1,97 @@
+"""Validate an experiment config before any compute; every message names the offending field."""
+from __future__ import annotations
+
+import math
+import os
+
+from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
+from w2s_jax.models.sharding import make_mesh
+from w2s_jax.train.optim import SCHEDULE_NAMES
+
+EXPERIMENTS = ("reward_model",)
+RM_LOSSES = ("bce", "logconf")
+STUDENT_NAMES = ("no_conflict", "implicit", "explicit")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _fail(field: str, problem: str, value) -> None:
+    raise ConfigError(f"config.{field}: {problem}, got {value!r}")
+
+
+def _positive_int(c, field: str, allow_zero: bool = False) -> None:
+    value = _get(c, field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        _fail(field, "must be a " + ("non-negative" if allow_zero else "positive") + " integer", value)
+
+
+def _choice(c, field: str, choices) -> None:
+    value = _get(c, field)
+    if value not in choices:
+        _fail(field, f"must be one of {list(choices)}", value)
+
+
+def _get(c, field: str):
+    for part in field.split("."):
+        c = c[part]
+    return c
+
+
+def validate(c, n_devices: int | None = None):
+    """Raise ConfigError naming the first bad field; return the mesh the config asks for."""
+    _choice(c, "experiment", EXPERIMENTS)
+    _choice(c, "data.source", ("dir", "hub"))
+    if c.data.source == "dir" and not os.path.isdir(c.data.dir):
+        _fail("data.dir", "is not a directory (set --config.data.dir=... to the paper's JSONL layout)", c.data.dir)
+    for field in ("data.n_gt", "data.n_weak", "data.n_test", "data.max_len", "data.bucket_multiple",
+                  "data.max_buckets", "train.batch_size", "train.epochs", "train.eval_batch_size"):
+        _positive_int(c, field)
+    for field in ("data.n_conflict", "train.micro_batch_size", "train.save_every"):
+        _positive_int(c, field, allow_zero=True)
+    if c.data.conflict_path and not os.path.isfile(c.data.conflict_path):
+        _fail("data.conflict_path", "file not found", c.data.conflict_path)
+    for which in ("weak", "strong"):
+        _choice(c, f"{which}.init", ("pretrained", "random"))
+        if not c[which].name:
+            _fail(f"{which}.name", "must name a model (hub id or local directory)", c[which].name)
+        if c[which].init == "random":
+            _choice(c, f"{which}.arch.family", ("gpt2", "opt", "llama"))
+            if not (c[which].tokenizer or "").strip():
+                _fail(f"{which}.tokenizer", "a random-init model needs a tokenizer ('bpe:<vocab>' or a path)",
+                      c[which].tokenizer)
+            for field in ("hidden_size", "num_layers", "num_heads"):
+                _positive_int(c, f"{which}.arch.{field}")
+    _choice(c, "model.param_dtype", tuple(DTYPES))
+    _choice(c, "model.dtype", tuple(DTYPES))
+    _choice(c, "model.remat_policy", REMAT_POLICIES)
+    _choice(c, "model.attention_impl", ATTENTION_IMPLS)
+    lr = c.train.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        _fail("train.lr", "must be a positive finite number", lr)
+    _choice(c, "train.schedule", SCHEDULE_NAMES)
+    _choice(c, "train.loss", RM_LOSSES)
+    micro = c.train.micro_batch_size or c.train.batch_size
+    if c.train.batch_size % micro:
+        _fail("train.micro_batch_size", f"must divide train.batch_size={c.train.batch_size}", micro)
+    for student in [s.strip() for s in c.students.split(",") if s.strip()]:
+        if student not in STUDENT_NAMES:
+            _fail("students", f"unknown student {student!r}; known: {list(STUDENT_NAMES)}", c.students)
+    if "implicit" in c.students and not c.data.n_conflict:
+        _fail("data.n_conflict", "must be > 0 for the implicit-conflict student", c.data.n_conflict)
+    alpha = c.conflict.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
+        _fail("conflict.alpha", "must be a non-negative number", alpha)
+    try:
+        import jax
+
+        devices = jax.devices() if n_devices is None else jax.devices()[:n_devices]
+        mesh = make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
+    except ValueError as e:
+        raise ConfigError(f"config.mesh: {e}") from None
+    rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    for field, value in (("train.micro_batch_size", micro), ("train.eval_batch_size", c.train.eval_batch_size)):
+        if value % rows:
+            _fail(field, f"must be a multiple of mesh data x fsdp = {rows} (each device takes whole rows)", value)
+    return mesh

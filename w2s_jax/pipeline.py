@@ -1,0 +1,232 @@
+"""The reward-modelling weak-to-strong experiment (original-spec §2, §4) as one graph of trained models.
+
+weak ceiling, strong ceiling  <- D_gt (ground truth)
+weak labels                   <- weak ceiling on D_weak: soft sigma(z)
+students (strong)             <- D_weak with weak labels: no conflict | implicit (+ GT conflict pairs) | explicit
+every model                   -> D_test, per-example correctness in test order -> results.json
+
+Each trained model is a `ModelStore` keyed by a fingerprint of what determines it, so a rerun reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from w2s_jax.data import pairs as pairs_lib
+from w2s_jax.data.batches import PairDataset, bucket_lengths
+from w2s_jax.data.bigbench import read_bigbench_pairs
+from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
+from w2s_jax.data.vocab import train_bpe_tokenizer
+from w2s_jax.eval.inference import pair_rewards, score_pairs
+from w2s_jax.models.build import build_model
+from w2s_jax.models.convert import resolve_source
+from w2s_jax.train import losses
+from w2s_jax.train.checkpoint import ModelStore, write_json_atomic
+from w2s_jax.train.loop import TrainSpec, train
+from w2s_jax.train.metrics_log import MetricsLog
+
+log = logging.getLogger(__name__)
+LOSS_KEYS = ("ids_a", "mask_a", "ids_b", "mask_b", "label", "gt", "valid")
+STUDENTS = {"no_conflict": "student_no_conflict", "implicit": "student_implicit", "explicit": "student_explicit"}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def load_splits(data) -> pairs_lib.PairSplits:
+    """D_gt, D_weak, D_test and, when `data.n_conflict > 0`, the conflict set (GT pairs of the other objective)."""
+    n_conflict = int(data.n_conflict)
+    from_file = n_conflict > 0 and (data.conflict_path or data.source == "dir")
+    if data.source == "dir":
+        splits = pairs_lib.load_paper_dir(data.dir, n_gt=data.n_gt, n_weak=data.n_weak, n_test=data.n_test,
+                                          allow_skips=data.allow_skips)
+    elif data.source == "hub":
+        splits = pairs_lib.load_hub_hh(data.hub_subset, sizes=(data.n_gt, data.n_weak, data.n_test), seed=data.seed,
+                                       conflict_data_dir=None if from_file or not n_conflict else
+                                       data.hub_conflict_subset, n_conflict=0 if from_file else n_conflict)
+    else:
+        raise ValueError(f"config.data.source must be 'dir' or 'hub', got {data.source!r}")
+    if from_file:
+        path = data.conflict_path or str(Path(data.dir) / pairs_lib.CONFLICT_FILE)
+        conflict = (read_bigbench_pairs(path) if path.endswith(".json")
+                    else pairs_lib.read_jsonl_pairs(path, allow_skips=data.allow_skips)[0])
+        if len(conflict) < n_conflict:
+            log.warning("conflict set %s has %d pairs; config.data.n_conflict=%d, using all", path, len(conflict),
+                        n_conflict)
+        splits.conflict = conflict[:n_conflict]
+    return splits
+
+
+def load_tokenizer(spec, texts, trust_remote_code: bool):
+    name = spec.tokenizer or spec.name
+    if name.startswith("bpe:"):
+        return train_bpe_tokenizer(texts, int(name.split(":", 1)[1]))
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(resolve_source(name), trust_remote_code=trust_remote_code)
+
+
+def _hash_arrays(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        for row in (a if isinstance(a, list) else [a]):
+            h.update(np.ascontiguousarray(row).tobytes())
+            h.update(b"|")
+    return h.hexdigest()
+
+
+def rm_loss(model, kind: str, alpha: float):
+    """The objective of one reward-model run: (params, microbatch, progress) -> LossTerms."""
+
+    def loss_fn(params, mb, progress):
+        z = pair_rewards(model, params, mb)
+        if kind == "bce":
+            return losses.rm_bce(z, mb["label"], mb["valid"], mb["gt"])
+        if kind == "logconf":
+            return losses.rm_logconf(z, mb["label"], progress, valid=mb["valid"], gt_labels=mb["gt"])
+        if kind == "explicit":
+            return losses.rm_explicit_conflict(z, mb["label"], mb["gt"], alpha, mb["valid"])
+        raise ValueError(f"unknown reward-model loss {kind!r}")
+
+    return loss_fn
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+class RewardModelExperiment:
+    def __init__(self, config, workdir: str | Path, mesh: Mesh):
+        self.config, self.workdir, self.mesh = config, Path(workdir), mesh
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLog(self.workdir)
+        self.buckets = bucket_lengths(config.data.max_len, config.data.bucket_multiple, config.data.max_buckets)
+        self.runtime = {k: config.model[k] for k in ("param_dtype", "dtype", "remat_policy", "scan_layers",
+                                                     "attention_impl")}
+        self.run_log: dict[str, Any] = {"models": {}}
+
+    # -- data per tokenizer -----------------------------------------------------------------------------------
+    def _pairs_dataset(self, ab: pairs_lib.ABPairs, tokenizer, name: str, labels, gt) -> PairDataset:
+        max_len, cache = self.config.data.max_len, self.workdir / "cache"
+        side_a = tokenize_cached(ab.texts_a, tokenizer, max_len, cache_dir=cache, name=f"{name}-a")
+        side_b = tokenize_cached(ab.texts_b, tokenizer, max_len, cache_dir=cache, name=f"{name}-b")
+        return PairDataset(side_a.ids, side_b.ids, extras={"label": np.asarray(labels, np.float32),
+                                                           "gt": np.asarray(gt, np.float32)})
+
+    # -- one model ---------------------------------------------------------------------------------------------
+    def _train_and_score(self, role: str, which: str, dataset: PairDataset, loss_kind: str, labels_origin: str,
+                         tokenizer, test: PairDataset) -> dict:
+        c = self.config
+        spec = c[which]
+        seed = c.seed
+        tspec = TrainSpec(lr=c.train.lr, batch_size=c.train.batch_size, epochs=c.train.epochs,
+                          schedule=c.train.schedule, seed=seed, micro_batch_size=c.train.micro_batch_size or None)
+        fp_spec = {
+            "model": spec.to_dict(), "dtype": c.model.dtype, "param_dtype": c.model.param_dtype,
+            "tokenizer": tokenizer_fingerprint(tokenizer), "max_len": c.data.max_len,
+            "data": _hash_arrays(list(dataset.ids_a), list(dataset.ids_b), dataset.extras["label"],
+                                 dataset.extras["gt"]),
+            "n_train": len(dataset), "labels": labels_origin, "loss": loss_kind,
+            "alpha": c.conflict.alpha if loss_kind == "explicit" else None,
+            "train": {k: getattr(tspec, k) for k in ("lr", "batch_size", "epochs", "schedule", "seed")},
+        }
+        store = ModelStore(self.workdir, role, fp_spec, save_every=c.train.save_every)
+        model = build_model(spec, what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
+                            runtime=self.runtime, tokenizer=tokenizer, trust_remote_code=c.model.trust_remote_code)
+        started = time.time()
+        try:
+            result = train(model.params, rm_loss(model.model, loss_kind, c.conflict.alpha), dataset, tspec,
+                           mesh=self.mesh, store=store, buckets=self.buckets, loss_keys=LOSS_KEYS,
+                           log_fn=lambda m: self.metrics.write(role, m), desc=role)
+        finally:
+            store.close()
+        z = score_pairs(model.model, result.params, test, batch_size=c.train.eval_batch_size, mesh=self.mesh,
+                        buckets=self.buckets, desc=f"{role}: D_test")
+        self.run_log["models"][role] = {"reused": result.reused, "steps_run": result.steps_run,
+                                        "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
+        correct = (z >= 0) == (test.extras["gt"] == 1)
+        return {"role": role, "model_id": spec.name if spec.init == "pretrained" else f"random:{which}",
+                "fingerprint": store.fingerprint, "checkpoint": str(store.directory.relative_to(self.workdir)),
+                "test_accuracy": float(correct.mean()), "test_correct": correct.tolist(),
+                "test_logits": [round(float(v), 6) for v in z], "model": model, "params": result.params}
+
+    # -- the graph ---------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.config
+        splits = load_splits(c.data)
+        seed = c.seed
+        ab = {name: pairs_lib.ab_order(getattr(splits, name), seed) for name in ("gt", "weak", "test")}
+        students = [s.strip() for s in c.students.split(",") if s.strip()]
+        if "implicit" in students and not splits.conflict:
+            raise ValueError("config.students has 'implicit' but no conflict set was loaded "
+                             "(set config.data.conflict_path and config.data.n_conflict)")
+        conflict_ab = pairs_lib.ab_order(splits.conflict, seed) if splits.conflict else None
+        corpus = [t for name in ("gt", "weak") for t in ab[name].texts_a + ab[name].texts_b]
+        tokenizers = {}
+        for which in ("weak", "strong"):
+            key = c[which].tokenizer or c[which].name
+            tokenizers[which] = tokenizers.get(key) or load_tokenizer(c[which], corpus, c.model.trust_remote_code)
+            tokenizers[key] = tokenizers[which]
+        data = {}
+        for which in ("weak", "strong"):
+            tok = tokenizers[which]
+            data[which] = {n: self._pairs_dataset(ab[n], tok, f"{which}-{n}", ab[n].labels, ab[n].labels)
+                           for n in ("gt", "test")}
+        models = []
+        weak = self._train_and_score("weak_ceiling", "weak", data["weak"]["gt"], "bce", "gt", tokenizers["weak"],
+                                     data["weak"]["test"])
+        models.append(weak)
+        models.append(self._train_and_score("strong_ceiling", "strong", data["strong"]["gt"], "bce", "gt",
+                                            tokenizers["strong"], data["strong"]["test"]))
+        # weak labels: the weak ceiling's soft preference sigma(z) on D_weak
+        d_weak_weak_tok = self._pairs_dataset(ab["weak"], tokenizers["weak"], "weak-weak", ab["weak"].labels,
+                                              ab["weak"].labels)
+        z_weak = score_pairs(weak["model"].model, weak["params"], d_weak_weak_tok,
+                             batch_size=c.train.eval_batch_size, mesh=self.mesh, buckets=self.buckets,
+                             desc="weak labels")
+        soft = 1.0 / (1.0 + np.exp(-z_weak.astype(np.float64)))
+        weak_labels = {"weak_fingerprint": weak["fingerprint"], "soft_labels": soft.tolist(),
+                       "gt_labels": ab["weak"].labels.tolist(),
+                       "accuracy": float(((soft >= 0.5) == (ab["weak"].labels == 1)).mean())}
+        write_json_atomic(self.workdir / "weak_labels.json", weak_labels)
+        origin = f"weak:{weak['fingerprint']}"
+        for student in students:
+            if student not in STUDENTS:
+                raise ValueError(f"config.students: unknown student {student!r}; known: {sorted(STUDENTS)}")
+            tok = tokenizers["strong"]
+            texts = ab["weak"]
+            labels, gt = soft, ab["weak"].labels
+            if student == "implicit":
+                texts = pairs_lib.ABPairs(texts.texts_a + conflict_ab.texts_a, texts.texts_b + conflict_ab.texts_b,
+                                          np.concatenate([texts.labels, conflict_ab.labels]))
+                labels = np.concatenate([soft, conflict_ab.labels])
+                gt = texts.labels
+            dataset = self._pairs_dataset(texts, tok, f"strong-{student}", labels, gt)
+            loss_kind = "explicit" if student == "explicit" else c.train.loss
+            models.append(self._train_and_score(STUDENTS[student], "strong", dataset, loss_kind, origin, tok,
+                                                data["strong"]["test"]))
+        results = {
+            "experiment": "reward_model",
+            "config": json.loads(c.to_json_best_effort()),
+            "n_test": len(splits.test),
+            "test_labels": ab["test"].labels.tolist(),
+            "weak_labels_file": "weak_labels.json",
+            "models": [{k: v for k, v in m.items() if k not in ("model", "params")} for m in models],
+        }
+        write_json_atomic(self.workdir / "results.json", results)
+        write_json_atomic(self.workdir / "run_log.json", self.run_log)
+        self.metrics.close()
+        return results
+
+
+def run(config, workdir: str | Path, mesh: Mesh) -> dict:
+    if config.experiment != "reward_model":
+        raise ValueError(f"config.experiment={config.experiment!r} is not implemented (reward_model is)")
+    return RewardModelExperiment(config, workdir, mesh).run()

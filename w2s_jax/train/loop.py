@@ -1,0 +1,96 @@
+"""The one training loop: batches -> sharded step -> metrics log -> checkpoints, resumable and reusable."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, train_batches
+from w2s_jax.train import step as step_lib
+from w2s_jax.train.checkpoint import ModelStore, abstract_of
+from w2s_jax.train.optim import make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Hyper-parameters of one training stage (all part of the model fingerprint)."""
+
+    lr: float
+    batch_size: int
+    epochs: int
+    schedule: str
+    seed: int
+    micro_batch_size: int | None = None  # None: the whole batch in one forward
+
+    @property
+    def n_micro(self) -> int:
+        micro = self.micro_batch_size or self.batch_size
+        if self.batch_size % micro:
+            raise ValueError(f"train.batch_size={self.batch_size} is not a multiple of "
+                             f"train.micro_batch_size={micro}")
+        return self.batch_size // micro
+
+
+@dataclass
+class TrainResult:
+    params: Any
+    steps_run: int  # train steps executed in this call (0 when a finished checkpoint was reused)
+    reused: bool
+    history: list[dict]
+
+
+def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
+          mesh, store: ModelStore, buckets: Sequence[int], loss_keys: Sequence[str],
+          log_fn: Callable[[dict], None] | None = None, desc: str = "train") -> TrainResult:
+    """Train `params` with `loss_fn` on `dataset`; reuse `store` if finished, resume it if partial."""
+    nsteps = num_train_steps(len(dataset), spec.epochs, spec.batch_size)
+    if nsteps < 1:
+        raise ValueError(f"{desc}: {len(dataset)} examples x {spec.epochs} epochs give no full batch of "
+                         f"{spec.batch_size}")
+    optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
+    state = step_lib.init_state(params, optimizer)
+    if store.complete:
+        _, restored = store.restore(abstract_of(state))
+        log.info("%s: reusing finished checkpoint %s", desc, store.directory)
+        return TrainResult(restored.params, 0, True, [])
+    start = 0
+    if store.latest_step() is not None:
+        start, state = store.restore(abstract_of(state))
+        log.info("%s: resuming from step %d of %d (%s)", desc, start, nsteps, store.directory)
+    else:
+        store.mark("training", steps=nsteps)
+    step_fn = step_lib.make_train_step(loss_fn, optimizer, step_lib.state_shardings(state), nsteps)
+    history: list[dict] = []
+    batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=buckets,
+                            start_step=start)
+    for k, batch in enumerate(tqdm(batches, total=nsteps - start, desc=desc, leave=False), start=start):
+        micro = step_lib.place_batch(step_lib.to_microbatches(batch, spec.n_micro, loss_keys), mesh)
+        state, metrics = step_fn(state, micro)
+        metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
+        if not math.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(f"{desc}: loss is {metrics['loss']} at step {k + 1}; stopping. The last good "
+                                     f"checkpoint ({store.latest_step()}) in {store.directory} stays loadable.")
+        metrics.update(step=k + 1, lr=float(optimizer_lr(spec, nsteps, k)))
+        history.append(metrics)
+        if log_fn is not None:
+            log_fn(metrics)
+        store.save(k + 1, state)
+    store.finish(nsteps, state)
+    return TrainResult(state.params, nsteps - start, False, history)
+
+
+def optimizer_lr(spec: TrainSpec, nsteps: int, k: int) -> float:
+    from w2s_jax.train.optim import make_schedule
+
+    return float(make_schedule(spec.lr, nsteps, spec.schedule)(k))

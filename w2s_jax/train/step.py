@@ -1,0 +1,103 @@
+"""The one sharded train step every objective plugs into.
+
+An objective is `loss_fn(params, microbatch, progress) -> LossTerms(loss_sum, count, metrics)`, where
+`progress = step / nsteps` (for schedules inside a loss, e.g. logconf's warmup). The step splits the
+optimizer batch into microbatches, accumulates the *sums* with `lax.scan` and divides once, so the update is
+the exact per-example mean whatever the microbatching. It is `jax.jit` with explicit in/out shardings over the
+mesh and donates the old state's buffers.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from w2s_jax.train.losses import LossTerms
+
+LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array], LossTerms]
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """Adam moments are created by a jitted init, so GSPMD gives them the params' shardings."""
+    opt_state = jax.jit(optimizer.init)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), _replicated_like(params))
+    return TrainState(step=step, params=params, opt_state=opt_state)
+
+
+def _replicated_like(params):
+    leaf = jax.tree.leaves(params)[0]
+    return NamedSharding(leaf.sharding.mesh, P()) if isinstance(leaf.sharding, NamedSharding) else leaf.sharding
+
+
+def state_shardings(state: TrainState):
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def microbatch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """[n_micro, micro_batch, ...]: the microbatch rows are split over data x fsdp."""
+    return NamedSharding(mesh, P(None, ("data", "fsdp"), *([None] * (ndim - 2))))
+
+
+def to_microbatches(batch: Mapping[str, np.ndarray], n_micro: int, keys) -> dict[str, np.ndarray]:
+    """Host-side reshape [B, ...] -> [n_micro, B / n_micro, ...] of the fields the loss reads."""
+    out = {}
+    for k in keys:
+        v = np.asarray(batch[k])
+        if v.shape[0] % n_micro:
+            raise ValueError(f"batch of {v.shape[0]} rows cannot be split into {n_micro} microbatches")
+        out[k] = v.reshape(n_micro, v.shape[0] // n_micro, *v.shape[1:])
+    return out
+
+
+def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_callback(v.shape, microbatch_sharding(mesh, v.ndim), lambda i, v=v: v[i])
+            for k, v in batch.items()}
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings: TrainState,
+                    nsteps: int) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Jitted `(state, microbatches) -> (new_state, metrics)`; metrics are per-example means over the batch,
+    plus `grad_norm`, `lr_step` and the raw `count`."""
+
+    def step(state: TrainState, micro: dict):
+        progress = state.step.astype(jnp.float32) / nsteps
+
+        def accumulate(carry, mb):
+            grads_sum, loss_sum, count, metrics_sum = carry
+            (terms_loss, (terms_count, terms_metrics)), grads = jax.value_and_grad(
+                lambda p: _split(loss_fn(p, mb, progress)), has_aux=True)(state.params)
+            grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+            metrics_sum = jax.tree.map(jnp.add, metrics_sum, terms_metrics)
+            return (grads_sum, loss_sum + terms_loss, count + terms_count, metrics_sum), None
+
+        first = jax.tree.map(lambda x: x[0], micro)
+        metrics_shape = jax.eval_shape(lambda: loss_fn(state.params, first, progress).metrics)
+        zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros((), jnp.float32),
+                 jnp.zeros((), jnp.float32), jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metrics_shape))
+        (grads_sum, loss_sum, count, metrics_sum), _ = jax.lax.scan(accumulate, zeros, micro)
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: (g / denom).astype(g.dtype), grads_sum)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {k: v / denom for k, v in metrics_sum.items()}
+        metrics.update(loss=loss_sum / denom, count=count, grad_norm=optax.global_norm(grads))
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
+
+
+def _split(terms: LossTerms):
+    return terms.loss_sum.astype(jnp.float32), (terms.count.astype(jnp.float32),
+                                                 {k: v.astype(jnp.float32) for k, v in terms.metrics.items()})
