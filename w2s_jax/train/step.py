@@ -31,8 +31,12 @@ class TrainState:
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
     """Adam moments are created by a jitted init, so GSPMD gives them the params' shardings."""
-    opt_state = jax.jit(optimizer.init)(params)
-    step = jax.device_put(jnp.zeros((), jnp.int32), _replicated_like(params))
+    replicated = _replicated_like(params)
+    devices = replicated.device_set
+    # Leaves that do not depend on params (Adam's step count) land on one device; replicate them on the mesh.
+    opt_state = jax.tree.map(lambda x: x if x.sharding.device_set == devices else jax.device_put(x, replicated),
+                             jax.jit(optimizer.init)(params))
+    step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
     return TrainState(step=step, params=params, opt_state=opt_state)
 
 
