@@ -32,6 +32,7 @@ def base_config() -> ConfigDict:
         "n_conflict": 4000,
         "max_len": 512, "bucket_multiple": 64, "max_buckets": 8,
         "allow_skips": False, "seed": 0,
+        "conflict_required": False,  # True: data.conflict_path must be given (no default file)
     })
     c.weak = model_spec("gpt2")
     c.strong = model_spec("gpt2-medium")
@@ -40,6 +41,7 @@ def base_config() -> ConfigDict:
     c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
                           "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32})
     c.students = "no_conflict,implicit,explicit"
+    c.conflict_name = "helpfulness"
     c.conflict = ConfigDict({"alpha": 0.5})
     c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
     return c

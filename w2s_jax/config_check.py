@@ -52,6 +52,15 @@ def validate(c, n_devices: int | None = None):
         _positive_int(c, field, allow_zero=True)
     if c.data.conflict_path and not os.path.isfile(c.data.conflict_path):
         _fail("data.conflict_path", "file not found", c.data.conflict_path)
+    wants_conflict = c.data.n_conflict > 0 and "implicit" in c.students
+    if wants_conflict and not c.data.conflict_path:
+        if c.data.conflict_required:
+            _fail("data.conflict_path", f"this experiment needs its {c.conflict_name} conflict set as a JSONL of "
+                  "{chosen, rejected} pairs; none ships with the package", c.data.conflict_path)
+        default = os.path.join(c.data.dir, "helpful_train.jsonl")
+        if c.data.source == "dir" and not os.path.isfile(default):
+            _fail("data.conflict_path", f"not set and {default} does not exist (the helpful split is not in every "
+                  "copy of the data); point it at a JSONL of conflict pairs", c.data.conflict_path)
     for which in ("weak", "strong"):
         _choice(c, f"{which}.init", ("pretrained", "random"))
         if not c[which].name:

@@ -13,6 +13,42 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for checkpoints,
 USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError)
 
 
+def _load_config_file(spec: str):
+    import importlib.util
+
+    path, _, preset = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("w2s_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(preset) if preset else module.get_config()
+
+
+def _unknown_override(argv) -> str | None:
+    """The first `--config.a.b=v` whose path the config does not have (config_flags only says AttributeError)."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None:
+        return None
+    config = _load_config_file(spec)
+    for arg in argv:
+        if arg.startswith("--config."):
+            path = arg[len("--config."):].split("=", 1)[0]
+            node = config
+            for i, part in enumerate(path.split(".")):
+                if not hasattr(node, "keys") or part not in node:
+                    return f"config.{path}: unknown field {'.'.join(path.split('.')[:i + 1])!r}"
+                node = node[part]
+    return None
+
+
+def parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        message = _unknown_override(argv) or f"could not apply config overrides ({e})"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv) -> None:
     del argv
     from w2s_jax import pipeline
@@ -35,4 +71,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

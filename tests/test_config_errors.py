@@ -1,0 +1,86 @@
+"""Bad configs stop before any compute with one line naming the field, and a non-zero exit."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from w2s_jax.config_check import ConfigError, validate
+from w2s_jax.main import _load_config_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo():
+    return _load_config_file(str(ROOT / "configs/rm_helpful.py:demo"))
+
+
+def _cli(*overrides, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=configs/rm_helpful.py:demo",
+                           f"--workdir={tmp_path}/wd", *overrides], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.lr=-0.001", "config.train.lr: must be a positive finite number"),
+    ("--config.train.nope=1", "config.train.nope: unknown field 'train.nope'"),
+])
+def test_cli_rejects_bad_overrides_before_compute(override, message, tmp_path):
+    proc = _cli(override, tmp_path=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "wd" / "results.json").exists()
+
+
+def test_cli_rejects_a_wrong_value_type(tmp_path):
+    proc = _cli("--config.train.batch_size=abc", tmp_path=tmp_path)
+    assert proc.returncode != 0 and "config.train.batch_size" in proc.stderr
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("train.batch_size", 0, "config.train.batch_size: must be a positive integer"),
+    ("train.micro_batch_size", 5, "must divide train.batch_size"),
+    ("train.schedule", "linear", "config.train.schedule: must be one of"),
+    ("train.loss", "mse", "config.train.loss"),
+    ("model.dtype", "float8", "config.model.dtype"),
+    ("data.source", "web", "config.data.source"),
+    ("data.dir", "/nonexistent/dir", "config.data.dir: is not a directory"),
+    ("data.conflict_path", "/nonexistent.jsonl", "config.data.conflict_path: file not found"),
+    ("weak.init", "magic", "config.weak.init"),
+    ("strong.arch.family", "bert", "config.strong.arch.family"),
+    ("students", "no_conflict,typo", "unknown student 'typo'"),
+    ("conflict.alpha", -1.0, "config.conflict.alpha"),
+    ("mesh.fsdp", 16, "config.mesh: mesh data=1 x fsdp=16"),
+])
+def test_validate_names_the_field(field, value, message):
+    c = demo()
+    node = c
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(c, n_devices=1)
+
+
+def test_batch_must_split_over_the_mesh_rows():
+    c = demo()
+    c.mesh.update({"data": 2, "fsdp": 4})
+    c.train.batch_size = 12
+    with pytest.raises(ConfigError, match="must be a multiple of mesh data x fsdp = 8"):
+        validate(c, n_devices=8)
+
+
+def test_honesty_config_requires_its_conflict_set():
+    c = _load_config_file(str(ROOT / "configs/rm_honest.py"))
+    with pytest.raises(ConfigError, match="honesty conflict set"):
+        validate(c, n_devices=1)
+
+
+def test_presets_validate():
+    assert validate(demo(), n_devices=1).shape["fsdp"] == 1
+    with pytest.raises(ValueError, match="unknown preset"):
+        _load_config_file(str(ROOT / "configs/rm_helpful.py:fast"))
