@@ -68,6 +68,7 @@ def test_every_model_is_trained_and_scored(first_run):
     weak = json.loads((workdir / "weak_labels.json").read_text())
     soft = np.asarray(weak["soft_labels"])
     assert soft.shape == (96,) and ((soft > 0) & (soft < 1)).all()
+    np.testing.assert_allclose(soft, 1 / (1 + np.exp(-np.asarray(weak["logits"]))), rtol=1e-6)  # sigma(z_weak)
     curves = loss_curves(workdir)
     assert len(curves["weak_ceiling"]) == 96 // 16
     assert len(curves["student_implicit"]) == (96 + 32) // 16  # the conflict pairs are mixed in

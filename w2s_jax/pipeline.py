@@ -56,8 +56,10 @@ def load_splits(data) -> pairs_lib.PairSplits:
         raise ValueError(f"config.data.source must be 'dir' or 'hub', got {data.source!r}")
     if from_file:
         path = data.conflict_path or str(Path(data.dir) / pairs_lib.CONFLICT_FILE)
-        conflict = (read_bigbench_pairs(path) if path.endswith(".json")
-                    else pairs_lib.read_jsonl_pairs(path, allow_skips=data.allow_skips)[0])
+        conflict, report = (read_bigbench_pairs(path), None) if path.endswith(".json") else \
+            pairs_lib.read_jsonl_pairs(path, allow_skips=data.allow_skips)
+        if report is not None:
+            splits.skip_reports["conflict"] = report
         if len(conflict) < n_conflict:
             log.warning("conflict set %s has %d pairs; config.data.n_conflict=%d, using all", path, len(conflict),
                         n_conflict)
@@ -161,6 +163,11 @@ class RewardModelExperiment:
     def run(self) -> dict:
         c = self.config
         splits = load_splits(c.data)
+        skipped = {name: r.summary() for name, r in splits.skip_reports.items() if r.skipped}
+        for line in skipped.values():
+            log.warning("data: %s", line)
+            print(f"data: {line}")
+        self.run_log["skipped_rows"] = skipped
         seed = c.seed
         ab = {name: pairs_lib.ab_order(getattr(splits, name), seed) for name in ("gt", "weak", "test")}
         students = [s.strip() for s in c.students.split(",") if s.strip()]
@@ -193,6 +200,7 @@ class RewardModelExperiment:
                              desc="weak labels")
         soft = 1.0 / (1.0 + np.exp(-z_weak.astype(np.float64)))
         weak_labels = {"weak_fingerprint": weak["fingerprint"], "soft_labels": soft.tolist(),
+                       "logits": z_weak.tolist(),
                        "gt_labels": ab["weak"].labels.tolist(),
                        "accuracy": float(((soft >= 0.5) == (ab["weak"].labels == 1)).mean())}
         write_json_atomic(self.workdir / "weak_labels.json", weak_labels)
