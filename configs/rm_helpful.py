@@ -39,7 +39,9 @@ def base_config() -> ConfigDict:
     c.model = ConfigDict({"param_dtype": "float32", "dtype": "float32", "remat_policy": "none",
                           "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False})
     c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
-                          "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32})
+                          "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32,
+                          # pack the sequences of a batch into rows of >= pack_len tokens (same math, less padding)
+                          "packing": True, "pack_len": 256})
     c.students = "no_conflict,implicit,explicit"
     c.conflict_name = "helpfulness"
     c.conflict = ConfigDict({"alpha": 0.5})

@@ -46,8 +46,10 @@ def validate(c, n_devices: int | None = None):
     if c.data.source == "dir" and not os.path.isdir(c.data.dir):
         _fail("data.dir", "is not a directory (set --config.data.dir=... to the paper's JSONL layout)", c.data.dir)
     for field in ("data.n_gt", "data.n_weak", "data.n_test", "data.max_len", "data.bucket_multiple",
-                  "data.max_buckets", "train.batch_size", "train.epochs", "train.eval_batch_size"):
+                  "data.max_buckets", "train.pack_len", "train.batch_size", "train.epochs", "train.eval_batch_size"):
         _positive_int(c, field)
+    if not isinstance(c.train.packing, bool):
+        _fail("train.packing", "must be true or false", c.train.packing)
     for field in ("data.n_conflict", "train.micro_batch_size", "train.save_every"):
         _positive_int(c, field, allow_zero=True)
     if c.data.conflict_path and not os.path.isfile(c.data.conflict_path):

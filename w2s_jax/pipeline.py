@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import PairDataset, bucket_lengths
 from w2s_jax.data.bigbench import read_bigbench_pairs
+from w2s_jax.data.packing import packed_pair_microbatches
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.data.vocab import train_bpe_tokenizer
 from w2s_jax.eval.inference import pair_rewards, score_pairs
@@ -31,6 +32,7 @@ from w2s_jax.models.convert import resolve_source
 from w2s_jax.train import losses
 from w2s_jax.train.checkpoint import ModelStore, write_json_atomic
 from w2s_jax.train.loop import TrainSpec, train
+from w2s_jax.train.step import to_microbatches
 from w2s_jax.train.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,12 @@ def rm_loss(model, kind: str, alpha: float):
     """The objective of one reward-model run: (params, microbatch, progress) -> LossTerms."""
 
     def loss_fn(params, mb, progress):
-        z = pair_rewards(model, params, mb)
+        if "segments" in mb:  # packed rows: A sides then B sides of the microbatch's pairs
+            r = model.apply({"params": params}, mb["ids"], mb["segments"], mb["seq_rows"], mb["seq_last"],
+                            method=model.packed_rewards)
+            z = r[: r.shape[0] // 2] - r[r.shape[0] // 2:]
+        else:
+            z = pair_rewards(model, params, mb)
         if kind == "bce":
             return losses.rm_bce(z, mb["label"], mb["valid"], mb["gt"])
         if kind == "logconf":
@@ -122,6 +129,13 @@ class RewardModelExperiment:
         return PairDataset(side_a.ids, side_b.ids, extras={"label": np.asarray(labels, np.float32),
                                                            "gt": np.asarray(gt, np.float32)})
 
+    def _prepare(self, batch: dict, n_micro: int) -> dict:
+        if not self.config.train.packing:
+            return to_microbatches(batch, n_micro, LOSS_KEYS)
+        rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        return packed_pair_microbatches(batch, n_micro, min_row_len=self.config.train.pack_len,
+                                        buckets=self.buckets, row_multiple=rows)
+
     # -- one model ---------------------------------------------------------------------------------------------
     def _train_and_score(self, role: str, which: str, dataset: PairDataset, loss_kind: str, labels_origin: str,
                          tokenizer, test: PairDataset) -> dict:
@@ -145,7 +159,7 @@ class RewardModelExperiment:
         started = time.time()
         try:
             result = train(model.params, rm_loss(model.model, loss_kind, c.conflict.alpha), dataset, tspec,
-                           mesh=self.mesh, store=store, buckets=self.buckets, loss_keys=LOSS_KEYS,
+                           mesh=self.mesh, store=store, buckets=self.buckets, prepare=self._prepare,
                            log_fn=lambda m: self.metrics.write(role, m), desc=role)
         finally:
             store.close()

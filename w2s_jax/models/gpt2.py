@@ -36,9 +36,9 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, lengths_b, rope):
+    def __call__(self, x, rows, rope):
         cfg = self.cfg
-        x = x + L.Attention(cfg, name="attn")(L.Norm(cfg, "layer", cfg.hidden_size, name="attn_norm")(x), lengths_b)
+        x = x + L.Attention(cfg, name="attn")(L.Norm(cfg, "layer", cfg.hidden_size, name="attn_norm")(x), rows)
         x = x + L.MLP(cfg, name="mlp")(L.Norm(cfg, "layer", cfg.hidden_size, name="mlp_norm")(x))
         return x, None
 
@@ -56,10 +56,10 @@ class Backbone(nn.Module):
         self.layers = L.stacked_layers(Block, cfg)
         self.final_norm = L.Norm(cfg, "layer", cfg.hidden_size)
 
-    def __call__(self, ids_bt, mask_bt):
-        positions = L.positions_from_mask(mask_bt)
+    def __call__(self, ids_bt, segments_bt, packed: bool = False):
+        positions = L.positions_from_segments(segments_bt)
         x = self.embed_tokens(ids_bt) + self.embed_positions[positions].astype(self.cfg.jnp_dtype)
-        x, _ = self.layers(x, L.lengths_from_mask(mask_bt), None)
+        x, _ = self.layers(x, L.attention_rows(segments_bt, packed), None)
         return self.final_norm(x)
 
     def logits(self, hidden_btd):

@@ -53,6 +53,11 @@ class Transformer(nn.Module):
         """Scalar reward [B] from the hidden state of each row's last real token (right padding)."""
         return self.reward_from_hidden(self.backbone(ids_bt, mask_bt), mask_bt)
 
+    def packed_rewards(self, ids_rl, segments_rl, seq_rows, seq_last):
+        """Rewards [N] of N sequences packed into rows: sequence n ends at (seq_rows[n], seq_last[n])."""
+        hidden = self.backbone(ids_rl, segments_rl, packed=True)
+        return self.reward_head(hidden[seq_rows, seq_last].astype(jnp.float32))[:, 0]
+
     def init_all(self, ids_bt, mask_bt):
         """Touches both heads so `init` creates every parameter."""
         hidden = self.backbone(ids_bt, mask_bt)

@@ -135,7 +135,8 @@ class Attention(nn.Module):
     use_rope: bool = False
 
     @nn.compact
-    def __call__(self, x, lengths_b, rope=None):
+    def __call__(self, x, rows, rope=None):
+        """`rows` is `attention_rows(...)`: lengths [B] of right-padded rows, or segment ids [B, T] of packed rows."""
         cfg = self.cfg
         h, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = dense(cfg, (h, d), ("embed", "heads", "head_dim"), use_bias=cfg.qkv_bias, name="q_proj")(x)
@@ -145,9 +146,16 @@ class Attention(nn.Module):
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         window = None if cfg.sliding_window is None else (cfg.sliding_window - 1, 0)
-        out = jax.nn.dot_product_attention(
-            q, k, v, scale=1.0 / math.sqrt(d), is_causal=True, key_value_seq_lengths=lengths_b,
-            local_window_size=window, implementation=attention_implementation(cfg))
+        if rows.ndim == 1:  # right padding: padded keys come after every real query, lengths are enough
+            out = jax.nn.dot_product_attention(
+                q, k, v, scale=1.0 / math.sqrt(d), is_causal=True, key_value_seq_lengths=rows,
+                local_window_size=window, implementation=attention_implementation(cfg))
+        else:  # packed rows: a token sees only earlier tokens of its own segment
+            same_segment = rows[:, None, :, None] == rows[:, None, None, :]
+            impl = attention_implementation(cfg)
+            out = jax.nn.dot_product_attention(
+                q, k, v, mask=same_segment, scale=1.0 / math.sqrt(d), is_causal=True, local_window_size=window,
+                implementation=None if impl == "cudnn" else impl)
         return dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), use_bias=cfg.out_bias, name="o_proj",
                      axis=(-2, -1))(out)
 
@@ -166,7 +174,7 @@ _REMAT = {
 def stacked_layers(block_cls: type, cfg: ModelConfig, name: str = "layers") -> nn.Module:
     """`cfg.num_layers` copies of `block_cls` with stacked params; scanned, or fully unrolled.
 
-    A block is called as `block(x, lengths_b, rope) -> (x, None)`, the signature nn.scan expects.
+    A block is called as `block(x, rows, rope) -> (x, None)`, the signature nn.scan expects.
     """
     layer = block_cls
     if cfg.remat_policy != "none":
@@ -192,11 +200,18 @@ class MLP(nn.Module):
         return dense(cfg, cfg.hidden_size, ("mlp", "embed"), use_bias=cfg.mlp_bias, name="fc_out")(h)
 
 
-def positions_from_mask(mask_bt: jax.Array) -> jax.Array:
-    """0, 1, 2, ... over the real tokens (works for right and left padding); 0 on padding."""
-    return jnp.maximum(jnp.cumsum(mask_bt, axis=-1) - 1, 0).astype(jnp.int32)
+def positions_from_segments(segments_bt: jax.Array) -> jax.Array:
+    """0, 1, 2, ... restarting at every segment change. An attention mask (1 = real) is the segment ids of an
+    unpacked batch, so real tokens of right- or left-padded rows get 0..len-1; packed sequences each start at 0."""
+    idx = jnp.arange(segments_bt.shape[-1], dtype=jnp.int32)
+    starts = jnp.concatenate([jnp.ones_like(segments_bt[:, :1], bool), segments_bt[:, 1:] != segments_bt[:, :-1]],
+                             axis=1)
+    return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
 
 
-def lengths_from_mask(mask_bt: jax.Array) -> jax.Array:
-    """Number of real tokens per row (>= 1 so an all-padding filler row never yields NaN)."""
-    return jnp.maximum(mask_bt.sum(-1), 1).astype(jnp.int32)
+def attention_rows(segments_bt: jax.Array, packed: bool) -> jax.Array:
+    """What attention needs about the rows: segment ids [B, T] when packed, else real-token counts [B]
+    (>= 1 so an all-padding filler row never yields NaN)."""
+    if packed:
+        return segments_bt.astype(jnp.int32)
+    return jnp.maximum(segments_bt.sum(-1), 1).astype(jnp.int32)

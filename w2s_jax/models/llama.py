@@ -79,10 +79,10 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, lengths_b, rope):
+    def __call__(self, x, rows, rope):
         cfg = self.cfg
         h = L.Norm(cfg, "rms", cfg.hidden_size, name="attn_norm")(x)
-        x = x + L.Attention(cfg, use_rope=True, name="attn")(h, lengths_b, rope)
+        x = x + L.Attention(cfg, use_rope=True, name="attn")(h, rows, rope)
         h = L.Norm(cfg, "rms", cfg.hidden_size, name="mlp_norm")(x)
         gate = L.dense(cfg, cfg.intermediate_size, ("embed", "mlp"), use_bias=cfg.mlp_bias, name="gate_proj")(h)
         up = L.dense(cfg, cfg.intermediate_size, ("embed", "mlp"), use_bias=cfg.mlp_bias, name="up_proj")(h)
@@ -104,9 +104,9 @@ class Backbone(nn.Module):
         if not cfg.tie_embeddings:
             self.lm_head = L.dense(cfg, cfg.vocab_size, ("embed", "vocab"), use_bias=False, name="lm_head")
 
-    def __call__(self, ids_bt, mask_bt):
-        rope = L.rope_tables(self.cfg, L.positions_from_mask(mask_bt))
-        x, _ = self.layers(self.embed_tokens(ids_bt), L.lengths_from_mask(mask_bt), rope)
+    def __call__(self, ids_bt, segments_bt, packed: bool = False):
+        rope = L.rope_tables(self.cfg, L.positions_from_segments(segments_bt))
+        x, _ = self.layers(self.embed_tokens(ids_bt), L.attention_rows(segments_bt, packed), rope)
         return self.final_norm(x)
 
     def logits(self, hidden_btd):

@@ -45,11 +45,11 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, lengths_b, rope):
+    def __call__(self, x, rows, rope):
         cfg = self.cfg
         attn_norm = L.Norm(cfg, "layer", cfg.hidden_size, name="attn_norm")
         mlp_norm = L.Norm(cfg, "layer", cfg.hidden_size, name="mlp_norm")
-        h = L.Attention(cfg, name="attn")(attn_norm(x) if cfg.pre_norm else x, lengths_b)
+        h = L.Attention(cfg, name="attn")(attn_norm(x) if cfg.pre_norm else x, rows)
         x = x + h if cfg.pre_norm else attn_norm(x + h)
         h = L.MLP(cfg, name="mlp")(mlp_norm(x) if cfg.pre_norm else x)
         x = x + h if cfg.pre_norm else mlp_norm(x + h)
@@ -76,14 +76,14 @@ class Backbone(nn.Module):
         if not cfg.tie_embeddings:
             self.lm_head = L.dense(cfg, cfg.vocab_size, ("embed", "vocab"), use_bias=False, name="lm_head")
 
-    def __call__(self, ids_bt, mask_bt):
+    def __call__(self, ids_bt, segments_bt, packed: bool = False):
         cfg = self.cfg
         x = self.embed_tokens(ids_bt)
         if cfg.embed_dim is not None:
             x = self.project_in(x)
-        positions = L.positions_from_mask(mask_bt) + POSITION_OFFSET
+        positions = L.positions_from_segments(segments_bt) + POSITION_OFFSET
         x = x + self.embed_positions[positions].astype(cfg.jnp_dtype)
-        x, _ = self.layers(x, L.lengths_from_mask(mask_bt), None)
+        x, _ = self.layers(x, L.attention_rows(segments_bt, packed), None)
         if cfg.final_norm:
             x = self.final_norm(x)
         if cfg.embed_dim is not None:

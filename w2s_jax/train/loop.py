@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -51,9 +51,12 @@ class TrainResult:
 
 
 def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
-          mesh, store: ModelStore, buckets: Sequence[int], loss_keys: Sequence[str],
+          mesh, store: ModelStore, buckets: Sequence[int], prepare: Callable[[dict, int], dict],
           log_fn: Callable[[dict], None] | None = None, desc: str = "train") -> TrainResult:
-    """Train `params` with `loss_fn` on `dataset`; reuse `store` if finished, resume it if partial."""
+    """Train `params` with `loss_fn` on `dataset`; reuse `store` if finished, resume it if partial.
+
+    `prepare(batch, n_micro)` turns a host batch into the arrays `loss_fn` reads, with a leading microbatch axis
+    (`step.to_microbatches`, or packed rows)."""
     nsteps = num_train_steps(len(dataset), spec.epochs, spec.batch_size)
     if nsteps < 1:
         raise ValueError(f"{desc}: {len(dataset)} examples x {spec.epochs} epochs give no full batch of "
@@ -75,7 +78,7 @@ def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDatas
     batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=buckets,
                             start_step=start)
     for k, batch in enumerate(tqdm(batches, total=nsteps - start, desc=desc, leave=False), start=start):
-        micro = step_lib.place_batch(step_lib.to_microbatches(batch, spec.n_micro, loss_keys), mesh)
+        micro = step_lib.place_batch(prepare(batch, spec.n_micro), mesh)
         state, metrics = step_fn(state, micro)
         metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics["loss"]):
