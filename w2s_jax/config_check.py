@@ -8,9 +8,12 @@ from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from w2s_jax.models.sharding import make_mesh
 from w2s_jax.train.optim import SCHEDULE_NAMES
 
-EXPERIMENTS = ("reward_model",)
+EXPERIMENTS = ("reward_model", "dpo", "simpo")
 RM_LOSSES = ("bce", "logconf")
-STUDENT_NAMES = ("no_conflict", "implicit", "explicit")
+STUDENT_NAMES = {"reward_model": ("no_conflict", "implicit", "explicit"),
+                 "dpo": ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
+                         "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")}
+STUDENT_NAMES["simpo"] = STUDENT_NAMES["dpo"]
 
 
 class ConfigError(ValueError):
@@ -63,7 +66,12 @@ def validate(c, n_devices: int | None = None):
         if c.data.source == "dir" and not os.path.isfile(default):
             _fail("data.conflict_path", f"not set and {default} does not exist (the helpful split is not in every "
                   "copy of the data); point it at a JSONL of conflict pairs", c.data.conflict_path)
-    for which in ("weak", "strong"):
+    students = [s.strip() for s in c.students.split(",") if s.strip()]
+    models = ("weak", "strong", "intermediate") if any(s.startswith("bootstrap") for s in students) \
+        else ("weak", "strong")
+    if "intermediate" in models and "intermediate" not in c:
+        _fail("intermediate", "bootstrapping students need an intermediate model spec", None)
+    for which in models:
         _choice(c, f"{which}.init", ("pretrained", "random"))
         if not c[which].name:
             _fail(f"{which}.name", "must name a model (hub id or local directory)", c[which].name)
@@ -82,13 +90,26 @@ def validate(c, n_devices: int | None = None):
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         _fail("train.lr", "must be a positive finite number", lr)
     _choice(c, "train.schedule", SCHEDULE_NAMES)
-    _choice(c, "train.loss", RM_LOSSES)
+    if c.experiment == "reward_model":
+        _choice(c, "train.loss", RM_LOSSES)
+    else:
+        po = c.po
+        for field in ("lr", "beta"):
+            v = po[field]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                _fail(f"po.{field}", "must be a positive finite number", v)
+        _positive_int(c, "po.epochs")
+        _positive_int(c, "po.sft_epochs")
+        _positive_int(c, "po.logp_chunk", allow_zero=True)
+        if not 0.5 <= po.conf_threshold < 1:
+            _fail("po.conf_threshold", "must lie in [0.5, 1)", po.conf_threshold)
     micro = c.train.micro_batch_size or c.train.batch_size
     if c.train.batch_size % micro:
         _fail("train.micro_batch_size", f"must divide train.batch_size={c.train.batch_size}", micro)
-    for student in [s.strip() for s in c.students.split(",") if s.strip()]:
-        if student not in STUDENT_NAMES:
-            _fail("students", f"unknown student {student!r}; known: {list(STUDENT_NAMES)}", c.students)
+    for student in students:
+        if student not in STUDENT_NAMES[c.experiment]:
+            _fail("students", f"unknown student {student!r}; known: {list(STUDENT_NAMES[c.experiment])}",
+                  c.students)
     if "implicit" in c.students and not c.data.n_conflict:
         _fail("data.n_conflict", "must be > 0 for the implicit-conflict student", c.data.n_conflict)
     alpha = c.conflict.alpha

@@ -111,7 +111,11 @@ def rm_loss(model, kind: str, alpha: float):
 # ------------------------------------------------------------------------------------------------ pipeline
 
 
-class RewardModelExperiment:
+class Experiment:
+    """What every experiment shares: work directory, mesh, metrics log, buckets, tokenizers, results files."""
+
+    model_keys = ("weak", "strong")
+
     def __init__(self, config, workdir: str | Path, mesh: Mesh):
         self.config, self.workdir, self.mesh = config, Path(workdir), mesh
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +125,55 @@ class RewardModelExperiment:
                                                      "attention_impl")}
         self.run_log: dict[str, Any] = {"models": {}}
 
+    def load_data(self) -> pairs_lib.PairSplits:
+        splits = load_splits(self.config.data)
+        skipped = {name: r.summary() for name, r in splits.skip_reports.items() if r.skipped}
+        for line in skipped.values():
+            log.warning("data: %s", line)
+            print(f"data: {line}")
+        self.run_log["skipped_rows"] = skipped
+        return splits
+
+    def load_tokenizers(self, corpus: list[str]) -> dict:
+        """One tokenizer per model key; models that name the same tokenizer share one object."""
+        c, out, by_name = self.config, {}, {}
+        for which in self.model_keys:
+            key = c[which].tokenizer or c[which].name
+            if key not in by_name:
+                by_name[key] = load_tokenizer(c[which], corpus, c.model.trust_remote_code)
+            out[which] = by_name[key]
+        return out
+
+    def students(self) -> list[str]:
+        return [s.strip() for s in self.config.students.split(",") if s.strip()]
+
+    def train_spec(self, lr: float, epochs: int, schedule: str) -> TrainSpec:
+        c = self.config
+        return TrainSpec(lr=lr, batch_size=c.train.batch_size, epochs=epochs, schedule=schedule, seed=c.seed,
+                         micro_batch_size=c.train.micro_batch_size or None)
+
+    def record(self, role: str, store: ModelStore, result, started: float) -> None:
+        self.run_log["models"][role] = {"reused": result.reused, "steps_run": result.steps_run,
+                                        "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
+
+    def model_entry(self, role: str, which: str, store: ModelStore, correct: np.ndarray, logits: np.ndarray
+                    ) -> dict:
+        spec = self.config[which]
+        return {"role": role, "model_id": spec.name if spec.init == "pretrained" else f"random:{which}",
+                "fingerprint": store.fingerprint, "checkpoint": str(store.directory.relative_to(self.workdir)),
+                "test_accuracy": float(correct.mean()), "test_correct": correct.tolist(),
+                "test_logits": [round(float(v), 6) for v in logits]}
+
+    def finish(self, results: dict) -> dict:
+        results["models"] = [{k: v for k, v in m.items() if k not in ("model", "params")}
+                             for m in results["models"]]
+        write_json_atomic(self.workdir / "results.json", results)
+        write_json_atomic(self.workdir / "run_log.json", self.run_log)
+        self.metrics.close()
+        return results
+
+
+class RewardModelExperiment(Experiment):
     # -- data per tokenizer -----------------------------------------------------------------------------------
     def _pairs_dataset(self, ab: pairs_lib.ABPairs, tokenizer, name: str, labels, gt) -> PairDataset:
         max_len, cache = self.config.data.max_len, self.workdir / "cache"
@@ -142,8 +195,7 @@ class RewardModelExperiment:
         c = self.config
         spec = c[which]
         seed = c.seed
-        tspec = TrainSpec(lr=c.train.lr, batch_size=c.train.batch_size, epochs=c.train.epochs,
-                          schedule=c.train.schedule, seed=seed, micro_batch_size=c.train.micro_batch_size or None)
+        tspec = self.train_spec(c.train.lr, c.train.epochs, c.train.schedule)
         fp_spec = {
             "model": spec.to_dict(), "dtype": c.model.dtype, "param_dtype": c.model.param_dtype,
             "tokenizer": tokenizer_fingerprint(tokenizer), "max_len": c.data.max_len,
@@ -165,36 +217,23 @@ class RewardModelExperiment:
             store.close()
         z = score_pairs(model.model, result.params, test, batch_size=c.train.eval_batch_size, mesh=self.mesh,
                         buckets=self.buckets, desc=f"{role}: D_test")
-        self.run_log["models"][role] = {"reused": result.reused, "steps_run": result.steps_run,
-                                        "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
+        self.record(role, store, result, started)
         correct = (z >= 0) == (test.extras["gt"] == 1)
-        return {"role": role, "model_id": spec.name if spec.init == "pretrained" else f"random:{which}",
-                "fingerprint": store.fingerprint, "checkpoint": str(store.directory.relative_to(self.workdir)),
-                "test_accuracy": float(correct.mean()), "test_correct": correct.tolist(),
-                "test_logits": [round(float(v), 6) for v in z], "model": model, "params": result.params}
+        return {**self.model_entry(role, which, store, correct, z), "model": model, "params": result.params}
 
     # -- the graph ---------------------------------------------------------------------------------------------
     def run(self) -> dict:
         c = self.config
-        splits = load_splits(c.data)
-        skipped = {name: r.summary() for name, r in splits.skip_reports.items() if r.skipped}
-        for line in skipped.values():
-            log.warning("data: %s", line)
-            print(f"data: {line}")
-        self.run_log["skipped_rows"] = skipped
+        splits = self.load_data()
         seed = c.seed
         ab = {name: pairs_lib.ab_order(getattr(splits, name), seed) for name in ("gt", "weak", "test")}
-        students = [s.strip() for s in c.students.split(",") if s.strip()]
+        students = self.students()
         if "implicit" in students and not splits.conflict:
             raise ValueError("config.students has 'implicit' but no conflict set was loaded "
                              "(set config.data.conflict_path and config.data.n_conflict)")
         conflict_ab = pairs_lib.ab_order(splits.conflict, seed) if splits.conflict else None
         corpus = [t for name in ("gt", "weak") for t in ab[name].texts_a + ab[name].texts_b]
-        tokenizers = {}
-        for which in ("weak", "strong"):
-            key = c[which].tokenizer or c[which].name
-            tokenizers[which] = tokenizers.get(key) or load_tokenizer(c[which], corpus, c.model.trust_remote_code)
-            tokenizers[key] = tokenizers[which]
+        tokenizers = self.load_tokenizers(corpus)
         data = {}
         for which in ("weak", "strong"):
             tok = tokenizers[which]
@@ -240,15 +279,16 @@ class RewardModelExperiment:
             "n_test": len(splits.test),
             "test_labels": ab["test"].labels.tolist(),
             "weak_labels_file": "weak_labels.json",
-            "models": [{k: v for k, v in m.items() if k not in ("model", "params")} for m in models],
+            "models": models,
         }
-        write_json_atomic(self.workdir / "results.json", results)
-        write_json_atomic(self.workdir / "run_log.json", self.run_log)
-        self.metrics.close()
-        return results
+        return self.finish(results)
 
 
 def run(config, workdir: str | Path, mesh: Mesh) -> dict:
-    if config.experiment != "reward_model":
-        raise ValueError(f"config.experiment={config.experiment!r} is not implemented (reward_model is)")
-    return RewardModelExperiment(config, workdir, mesh).run()
+    if config.experiment == "reward_model":
+        return RewardModelExperiment(config, workdir, mesh).run()
+    if config.experiment in ("dpo", "simpo"):
+        from w2s_jax.preference import PreferenceExperiment
+
+        return PreferenceExperiment(config, workdir, mesh).run()
+    raise ValueError(f"config.experiment={config.experiment!r}: expected reward_model, dpo or simpo")

@@ -15,16 +15,13 @@ import numpy as np
 from w2s_jax.data.batches import bucket_for
 
 
-def pack(sequences: Sequence[np.ndarray], row_len: int, n_rows: int | None = None
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """First-fit-decreasing packing into rows of `row_len` -> (ids [R, L], segments [R, L], rows [N], last [N]).
-
-    `rows[n], last[n]` locate sequence n's last token. `n_rows` pads to a fixed row count (must suffice)."""
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+def plan(lengths: Sequence[int], row_len: int, n_rows: int | None = None) -> tuple[list[tuple[int, int]], int]:
+    """First-fit-decreasing placement: (row, start) per sequence, and the number of rows (>= the need)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     free: list[int] = []  # remaining space per row
-    placement = [(0, 0)] * len(sequences)
+    placement = [(0, 0)] * len(lengths)
     for i in order:
-        n = len(sequences[i])
+        n = int(lengths[i])
         if n > row_len:
             raise ValueError(f"sequence of {n} tokens does not fit rows of {row_len}")
         row = next((r for r, space in enumerate(free) if space >= n), None)
@@ -36,22 +33,38 @@ def pack(sequences: Sequence[np.ndarray], row_len: int, n_rows: int | None = Non
     total = len(free) if n_rows is None else n_rows
     if total < len(free):
         raise ValueError(f"{len(free)} rows needed, {total} given")
-    ids = np.zeros((total, row_len), np.int32)
-    segments = np.zeros((total, row_len), np.int32)
-    used = np.zeros(total, np.int32)
-    rows = np.zeros(len(sequences), np.int32)
-    last = np.zeros(len(sequences), np.int32)
-    for i, (row, start) in enumerate(placement):
-        seq = sequences[i]
-        used[row] += 1
-        ids[row, start:start + len(seq)] = seq
-        segments[row, start:start + len(seq)] = used[row]
-        rows[i], last[i] = row, start + len(seq) - 1
-    return ids, segments, rows, last
+    return placement, total
+
+
+def place(sequences: Sequence[np.ndarray], placement, shape: tuple[int, int]) -> np.ndarray:
+    """Write each sequence (ids, a loss mask, ...) at its planned place in a zero [rows, row_len] array."""
+    out = np.zeros(shape, np.int32)
+    for seq, (row, start) in zip(sequences, placement):
+        out[row, start:start + len(seq)] = seq
+    return out
+
+
+def pack(sequences: Sequence[np.ndarray], row_len: int, n_rows: int | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """First-fit-decreasing packing into rows of `row_len` -> (ids [R, L], segments [R, L], rows [N], last [N]).
+
+    Segment ids run 1, 2, ... within each row (0 = padding). `rows[n], last[n]` locate sequence n's last token.
+    `n_rows` pads to a fixed row count (it must suffice)."""
+    placement, total = plan([len(s) for s in sequences], row_len, n_rows)
+    shape = (total, row_len)
+    counters = np.zeros(total, np.int32)
+    segment_values = []
+    for row, _ in placement:
+        counters[row] += 1
+        segment_values.append(counters[row])
+    segments = place([np.full(len(s), v) for s, v in zip(sequences, segment_values)], placement, shape)
+    rows = np.array([r for r, _ in placement], np.int32)
+    last = np.array([start + len(s) - 1 for s, (_, start) in zip(sequences, placement)], np.int32)
+    return place(sequences, placement, shape), segments, rows, last
 
 
 def rows_needed(sequences: Sequence[np.ndarray], row_len: int) -> int:
-    return pack(sequences, row_len)[0].shape[0]
+    return plan([len(s) for s in sequences], row_len)[1]
 
 
 def packed_pair_microbatches(batch: dict, n_micro: int, *, min_row_len: int, buckets: Sequence[int],

@@ -42,3 +42,22 @@ def score_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size:
     if np.isnan(out).any():
         raise AssertionError("scoring left examples without a result")
     return out
+
+
+def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size: int, mesh: Mesh,
+                       buckets: Sequence[int], chunk_size: int | None, desc: str = "score") -> np.ndarray:
+    """[4, N] float32: summed log-probs of A (chosen) and B (rejected), then their per-token means, per pair."""
+    from w2s_jax.train.policy import PAIR_KEYS, pair_scores
+
+    keys = tuple(k for k in PAIR_KEYS if k != "valid")
+    fn = pair_scores(model, chunk_size)
+    out = np.full((4, len(dataset)), np.nan, np.float32)
+    for batch in tqdm(eval_batches(dataset, batch_size, buckets=buckets), total=num_eval_batches(len(dataset),
+                      batch_size), desc=desc, leave=False):
+        placed = {k: jax.device_put(batch[k], batch_sharding(mesh, batch[k].ndim)) for k in keys}
+        scores = np.asarray(jax.device_get(fn(params, placed)))
+        keep = batch["valid"]
+        out[:, batch["index"][keep]] = scores[:, keep]
+    if np.isnan(out).any():
+        raise AssertionError("scoring left examples without a result")
+    return out

@@ -1,0 +1,212 @@
+"""The preference-optimisation weak-to-strong experiment (original-spec §3, §5): SFT, then DPO or SimPO.
+
+Every model: SFT on the chosen side (warmup-then-constant lr), then a fresh Adam for DPO (reference = the SFT
+model, its log-probs computed once and stored with the model) or SimPO. Weak labels are hard: the weak ceiling's
+(mean) log-prob difference on D_weak decides which answer is chosen. Students: no conflict, implicit conflict,
+explicit conflict (reverse), high-confidence filters, and bootstrapping through an intermediate model.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from w2s_jax.data.batches import PairDataset, SequenceDataset
+from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
+from w2s_jax.eval.inference import score_policy_pairs
+from w2s_jax.models.build import build_model
+from w2s_jax.pipeline import Experiment
+from w2s_jax.train.checkpoint import ModelStore, write_json_atomic
+from w2s_jax.train.loop import train
+from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
+from w2s_jax.train.step import to_microbatches
+
+STUDENTS = ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
+            "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")
+DPO_CONFIDENCE_SCALE = 50.0  # the original's sigma(log_ps / 50) for DPO confidences
+
+
+def _hash(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        for row in part:
+            h.update(np.ascontiguousarray(row).tobytes())
+            h.update(b"|")
+    return h.hexdigest()
+
+
+class PreferenceExperiment(Experiment):
+    @property
+    def algorithm(self) -> str:
+        return self.config.experiment
+
+    @property
+    def model_keys(self):
+        boot = any(s.startswith("bootstrap") for s in self.students())
+        return ("weak", "strong", "intermediate") if boot else ("weak", "strong")
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def _tokenized(self, texts: list[str], which: str):
+        return tokenize_cached(texts, self.tokenizers[which], self.config.data.max_len, mode="prompt_response",
+                               cache_dir=self.workdir / "cache", name=f"{which}-po")
+
+    def _pairs(self, chosen: list[str], rejected: list[str], which: str, **extras) -> PairDataset:
+        c, r = self._tokenized(chosen, which), self._tokenized(rejected, which)
+        return PairDataset(c.ids, r.ids, c.loss_mask, r.loss_mask, extras)
+
+    def metric(self, scores: np.ndarray) -> np.ndarray:
+        """The preference a model expresses (§3.6): summed log-prob difference for DPO, per-token mean for SimPO."""
+        return scores[0] - scores[1] if self.algorithm == "dpo" else scores[2] - scores[3]
+
+    def confidence(self, metric: np.ndarray) -> np.ndarray:
+        scaled = metric / DPO_CONFIDENCE_SCALE if self.algorithm == "dpo" else metric
+        return 1.0 / (1.0 + np.exp(-scaled.astype(np.float64)))
+
+    def _score(self, model, params, dataset: PairDataset, desc: str) -> np.ndarray:
+        c = self.config
+        return score_policy_pairs(model.model, params, dataset, batch_size=c.train.eval_batch_size, mesh=self.mesh,
+                                  buckets=self.buckets, chunk_size=c.po.logp_chunk or None, desc=desc)
+
+    # -- one model: SFT, then DPO / SimPO, then D_test --------------------------------------------------------
+    def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,
+                     origin: str, explicit: bool = False) -> dict:
+        c, po = self.config, self.config.po
+        chunk = po.logp_chunk or None
+        pairs = self._pairs(chosen, rejected, which, acc=np.asarray(acc, bool))
+        base = {"model": c[which].to_dict(), "dtype": c.model.dtype, "param_dtype": c.model.param_dtype,
+                "tokenizer": tokenizer_fingerprint(self.tokenizers[which]), "max_len": c.data.max_len,
+                "data": _hash(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b, [pairs.extras["acc"]]),
+                "n_train": len(pairs), "labels": origin, "seed": c.seed, "batch_size": c.train.batch_size}
+        started = time.time()
+        model = build_model(c[which], what=which, mesh=self.mesh, seed=c.seed, max_len=c.data.max_len,
+                            runtime=self.runtime, tokenizer=self.tokenizers[which],
+                            trust_remote_code=c.model.trust_remote_code)
+        sft_spec = self.train_spec(po.lr, po.sft_epochs, "warmup_constant")
+        sft_store = ModelStore(self.workdir, f"{role}-sft", {**base, "stage": "sft", "lr": po.lr,
+                                                             "epochs": po.sft_epochs}, save_every=c.train.save_every)
+        sft = self._run(f"{role}-sft", sft_store, model.params, sft_objective(model.model, chunk),
+                        SequenceDataset(pairs.ids_a, pairs.loss_mask_a), sft_spec, SFT_KEYS)
+        spec = self.train_spec(po.lr, po.epochs, "warmup_constant")
+        store = ModelStore(self.workdir, role, {
+            **base, "stage": self.algorithm, "sft": sft_store.fingerprint, "lr": po.lr, "epochs": po.epochs,
+            "beta": po.beta, "gamma": po.gamma if self.algorithm == "simpo" else None,
+            "explicit_alpha": c.conflict.alpha if explicit else None}, save_every=c.train.save_every)
+        keys = PAIR_KEYS + ("acc",)
+        if self.algorithm == "dpo":
+            refs = self._reference_logps(store, model, sft.params, pairs)
+            pairs = PairDataset(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b,
+                                {**pairs.extras, "ref_c": refs[0], "ref_r": refs[1]})
+            keys += ("ref_c", "ref_r")
+        objective = preference_objective(model.model, self.algorithm, beta=po.beta, gamma=po.gamma,
+                                         alpha=c.conflict.alpha, explicit=explicit, chunk_size=chunk)
+        result = self._run(role, store, sft.params, objective, pairs, spec, keys)
+        test_scores = self._score(model, result.params, self.test[which], f"{role}: D_test")
+        self.record(role, store, result, started)
+        metric = self.metric(test_scores)
+        return {**self.model_entry(role, which, store, metric >= 0, metric), "model": model,
+                "params": result.params}
+
+    def _run(self, role, store, params, objective, dataset, spec, keys):
+        try:
+            return train(params, objective, dataset, spec, mesh=self.mesh, store=store, buckets=self.buckets,
+                         prepare=lambda batch, n: to_microbatches(batch, n, keys),
+                         log_fn=lambda m: self.metrics.write(role, m), desc=role)
+        finally:
+            store.close()
+
+    def _reference_logps(self, store: ModelStore, model, sft_params, pairs: PairDataset) -> np.ndarray:
+        """Summed log-probs of the SFT model on every training pair, computed once and kept beside the DPO
+        checkpoints (a resumed run reads them back instead of recomputing)."""
+        path = store.directory / "reference_logps.npy"
+        if path.exists():
+            refs = np.load(path)
+            if refs.shape == (2, len(pairs)):
+                return refs
+        refs = self._score(model, sft_params, pairs, "reference log-probs")[:2]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, refs)
+        tmp.replace(path)
+        return refs
+
+    # -- labels ---------------------------------------------------------------------------------------------
+    def hard_labels(self, labeller: dict, which: str, chosen: list[str], rejected: list[str], name: str) -> dict:
+        """§3.7: keep (chosen, rejected) where the labeller's metric >= 0, else swap; `acc` = it agrees with GT."""
+        scores = self._score(labeller["model"], labeller["params"], self._pairs(chosen, rejected, which),
+                             f"{name} labels")
+        metric = self.metric(scores)
+        acc = metric >= 0
+        labels = {"labeller_fingerprint": labeller["fingerprint"], "metric": metric.tolist(), "acc": acc.tolist(),
+                  "accuracy": float(acc.mean())}
+        write_json_atomic(self.workdir / f"{name}_labels.json", labels)
+        return {"chosen": [c if a else r for c, r, a in zip(chosen, rejected, acc)],
+                "rejected": [r if a else c for c, r, a in zip(chosen, rejected, acc)],
+                "acc": acc, "confidence": self.confidence(metric), "origin": f"{name}:{labeller['fingerprint']}"}
+
+    def keep_mask(self, labels: dict, student: str) -> np.ndarray:
+        """High-confidence filters (§3.8). `hc_gt` is the original's: confident AND weak-correct, which reads the
+        ground truth. `hc_confidence` uses the weak model alone: max(p, 1 - p) >= threshold."""
+        tau, p = self.config.po.conf_threshold, labels["confidence"]
+        if student.startswith("hc_gt"):
+            return labels["acc"] & (p >= tau)
+        if student.startswith("hc_confidence"):
+            return np.maximum(p, 1 - p) >= tau
+        return np.ones(len(p), bool)
+
+    # -- the graph ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.config
+        splits = self.load_data()
+        students = self.students()
+        unknown = [s for s in students if s not in STUDENTS]
+        if unknown:
+            raise ValueError(f"config.students: unknown student(s) {unknown}; known: {list(STUDENTS)}")
+        if any("implicit" in s for s in students) and not splits.conflict:
+            raise ValueError("config.students needs the conflict set (set config.data.conflict_path/n_conflict)")
+        text = lambda pairs: ([p.chosen for p in pairs], [p.rejected for p in pairs])
+        gt, weak, test = text(splits.gt), text(splits.weak), text(splits.test)
+        conflict = text(splits.conflict) if splits.conflict else ([], [])
+        self.tokenizers = self.load_tokenizers(gt[0] + gt[1] + weak[0] + weak[1])
+        self.test = {w: self._pairs(*test, w) for w in self.model_keys}
+        every_gt = np.ones(len(gt[0]), bool)
+        weak_ceiling = self.train_policy("weak_ceiling", "weak", *gt, every_gt, "gt")
+        models = [weak_ceiling, self.train_policy("strong_ceiling", "strong", *gt, every_gt, "gt")]
+        labels = self.hard_labels(weak_ceiling, "weak", *weak, "weak")
+        for student in students:
+            if student.startswith("bootstrap"):
+                continue
+            keep = self.keep_mask(labels, student)
+            chosen = [t for t, k in zip(labels["chosen"], keep) if k]
+            rejected = [t for t, k in zip(labels["rejected"], keep) if k]
+            acc = labels["acc"][keep]
+            if student.endswith("implicit"):
+                # the original cuts the helpful set to the same indices as the kept harmless pairs
+                idx = [i for i in np.flatnonzero(keep) if i < len(conflict[0])]
+                chosen += [conflict[0][i] for i in idx]
+                rejected += [conflict[1][i] for i in idx]
+                acc = np.concatenate([acc, np.ones(len(idx), bool)])
+            models.append(self.train_policy(f"student_{student}", "strong", chosen, rejected, acc,
+                                            labels["origin"] + (f"|filter:{student}" if student.startswith("hc")
+                                                                else ""),
+                                            explicit=student == "explicit"))
+        if any(s.startswith("bootstrap") for s in students):
+            models += self._bootstrap(labels, gt, conflict, students)
+        results = {"experiment": self.algorithm, "config": c.to_dict(), "n_test": len(test[0]),
+                   "test_labels": [1] * len(test[0]), "models": models}
+        return self.finish(results)
+
+    def _bootstrap(self, weak_labels: dict, gt, conflict, students) -> list[dict]:
+        """§5: weak -> intermediate on D_weak; the intermediate labels D_gt; the strong student learns those."""
+        ceiling = self.train_policy("intermediate_ceiling", "intermediate", *gt, np.ones(len(gt[0]), bool), "gt")
+        intermediate = self.train_policy("intermediate_student", "intermediate", weak_labels["chosen"],
+                                         weak_labels["rejected"], weak_labels["acc"], weak_labels["origin"])
+        labels = self.hard_labels(intermediate, "intermediate", *gt, "intermediate")
+        out = [ceiling, intermediate]
+        for student in (s for s in students if s.startswith("bootstrap")):
+            chosen, rejected, acc = list(labels["chosen"]), list(labels["rejected"]), labels["acc"]
+            if student == "bootstrap_implicit":
+                chosen, rejected = chosen + conflict[0], rejected + conflict[1]
+                acc = np.concatenate([acc, np.ones(len(conflict[0]), bool)])
+            out.append(self.train_policy(f"student_{student}", "strong", chosen, rejected, acc, labels["origin"]))
+        return out

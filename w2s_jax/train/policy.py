@@ -1,0 +1,60 @@
+"""Policy objectives of the preference scenario (original-spec §3): SFT, DPO and SimPO on response log-probs.
+
+Log-probs are computed from the final hidden states and the LM-head kernel chunk by chunk over time, so a
+[batch, length, vocab] fp32 tensor is never held whole. Chosen and rejected run in one forward.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from w2s_jax.train import losses
+
+SFT_KEYS = ("ids", "mask", "loss_mask", "valid")
+PAIR_KEYS = ("ids_a", "mask_a", "loss_mask_a", "ids_b", "mask_b", "loss_mask_b", "valid")
+
+
+def response_logps(model, params, ids, mask, loss_mask, chunk_size: int | None):
+    """(summed, mean) response log-probs per row, fp32."""
+    hidden = model.apply({"params": params}, ids, mask, method=model.hidden)
+    kernel = model.apply({"params": params}, method=model.lm_head_kernel)
+    summed, mean, _ = losses.sequence_logps_from_hidden(hidden, kernel, ids, loss_mask, chunk_size)
+    return summed, mean
+
+
+def pair_logps(model, params, mb, chunk_size: int | None):
+    """(summed_c, summed_r, mean_c, mean_r): A = chosen and B = rejected of each pair, one forward."""
+    n = mb["ids_a"].shape[0]
+    cat = lambda key: jnp.concatenate([mb[f"{key}_a"], mb[f"{key}_b"]])
+    summed, mean = response_logps(model, params, cat("ids"), cat("mask"), cat("loss_mask"), chunk_size)
+    return summed[:n], summed[n:], mean[:n], mean[n:]
+
+
+def sft_objective(model, chunk_size: int | None):
+    def loss_fn(params, mb, progress):
+        summed, _ = response_logps(model, params, mb["ids"], mb["mask"], mb["loss_mask"], chunk_size)
+        return losses.sft_loss(summed, mb["loss_mask"].sum(-1), mb["valid"])
+
+    return loss_fn
+
+
+def preference_objective(model, algorithm: str, *, beta: float, gamma: float, alpha: float, explicit: bool,
+                         chunk_size: int | None):
+    """DPO (needs `ref_c`, `ref_r` in the batch: cached reference log-probs) or SimPO; `explicit` adds the
+    reverse conflict term, which reads `acc` (the weak label agrees with the ground truth)."""
+    if algorithm not in ("dpo", "simpo"):
+        raise ValueError(f"unknown preference algorithm {algorithm!r}")
+
+    def loss_fn(params, mb, progress):
+        sc, sr, mc, mr = pair_logps(model, params, mb, chunk_size)
+        conflict = losses.ReverseConflict(mb["acc"], alpha) if explicit else None
+        if algorithm == "dpo":
+            return losses.dpo_loss(sc, sr, mb["ref_c"], mb["ref_r"], beta, mb["valid"], conflict)
+        return losses.simpo_loss(mc, mr, beta, gamma, mb["valid"], conflict)
+
+    return loss_fn
+
+
+def pair_scores(model, chunk_size: int | None):
+    """Jitted (params, batch) -> [summed_c, summed_r, mean_c, mean_r] stacked [4, B], for eval and references."""
+    return jax.jit(lambda params, mb: jnp.stack(pair_logps(model, params, mb, chunk_size)))
