@@ -12,26 +12,29 @@ from w2s_jax.main import _load_config_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
+PATHS: dict[str, str] = {}
+
+
 @pytest.fixture(autouse=True)
 def data_paths(tmp_path, monkeypatch):
     """Validation checks that data paths exist; point them at files of the test's own (the shared data folder
     beside the repository may be absent)."""
     (tmp_path / "conflict.jsonl").write_text('{"chosen": "a", "rejected": "b"}\n')
-    monkeypatch.setattr(sys.modules[__name__], "DATA_DIR", str(tmp_path), raising=False)
-    monkeypatch.setattr(sys.modules[__name__], "CONFLICT", str(tmp_path / "conflict.jsonl"), raising=False)
+    monkeypatch.setitem(PATHS, "data_dir", str(tmp_path))
+    monkeypatch.setitem(PATHS, "conflict", str(tmp_path / "conflict.jsonl"))
 
 
 def demo(name: str = "rm_helpful.py:demo"):
     c = _load_config_file(str(ROOT / "configs" / name))
-    c.data.dir, c.data.conflict_path = DATA_DIR, CONFLICT
+    c.data.dir, c.data.conflict_path = PATHS["data_dir"], PATHS["conflict"]
     return c
 
 
 def _cli(*overrides, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=configs/rm_helpful.py:demo",
-                           f"--workdir={tmp_path}/wd", f"--config.data.dir={DATA_DIR}",
-                           f"--config.data.conflict_path={CONFLICT}", *overrides], cwd=ROOT, env=env,
+                           f"--workdir={tmp_path}/wd", f"--config.data.dir={PATHS['data_dir']}",
+                           f"--config.data.conflict_path={PATHS['conflict']}", *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

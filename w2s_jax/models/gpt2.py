@@ -48,9 +48,7 @@ class Backbone(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
-                                     param_dtype=cfg.jnp_param_dtype,
-                                     embedding_init=L.logical(L.DEFAULT_INIT, "vocab", "embed"))
+        self.embed_tokens = L.token_embedding(cfg)
         self.embed_positions = self.param("embed_positions", L.logical(nn.initializers.normal(0.01), None, "embed"),
                                           (cfg.max_positions, cfg.hidden_size), cfg.jnp_param_dtype)
         self.layers = L.stacked_layers(Block, cfg)

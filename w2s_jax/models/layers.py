@@ -65,6 +65,12 @@ class Norm(nn.Module):
         return y.astype(dtype)
 
 
+def token_embedding(cfg: ModelConfig, width: int | None = None) -> nn.Embed:
+    """The [vocab, width] token table (also the tied LM head through `.attend`)."""
+    return nn.Embed(cfg.vocab_size, width or cfg.hidden_size, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                    embedding_init=logical(DEFAULT_INIT, "vocab", "embed"))
+
+
 def dense(cfg: ModelConfig, features, axes: tuple[str, ...], *, use_bias: bool, name: str,
           axis=-1) -> nn.DenseGeneral:
     """A DenseGeneral whose kernel/bias carry logical axes. `axes` names every kernel dimension."""

@@ -96,9 +96,7 @@ class Backbone(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
-                                     param_dtype=cfg.jnp_param_dtype,
-                                     embedding_init=L.logical(L.DEFAULT_INIT, "vocab", "embed"))
+        self.embed_tokens = L.token_embedding(cfg)
         self.layers = L.stacked_layers(Block, cfg)
         self.final_norm = L.Norm(cfg, "rms", cfg.hidden_size)
         if not cfg.tie_embeddings:

@@ -62,8 +62,7 @@ class Backbone(nn.Module):
     def setup(self):
         cfg = self.cfg
         width = cfg.output_dim
-        self.embed_tokens = nn.Embed(cfg.vocab_size, width, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                                     embedding_init=L.logical(L.DEFAULT_INIT, "vocab", "embed"))
+        self.embed_tokens = L.token_embedding(cfg, width)
         self.embed_positions = self.param(
             "embed_positions", L.logical(L.DEFAULT_INIT, None, "embed"),
             (cfg.max_positions + POSITION_OFFSET, cfg.hidden_size), cfg.jnp_param_dtype)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, train_batches
