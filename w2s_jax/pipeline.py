@@ -77,7 +77,8 @@ def load_tokenizer(spec, texts, trust_remote_code: bool):
     return transformers.AutoTokenizer.from_pretrained(resolve_source(name), trust_remote_code=trust_remote_code)
 
 
-def _hash_arrays(*arrays) -> str:
+def hash_arrays(*arrays) -> str:
+    """sha256 over arrays; a list argument is hashed row by row (ragged token sequences)."""
     h = hashlib.sha256()
     for a in arrays:
         for row in (a if isinstance(a, list) else [a]):
@@ -198,7 +199,7 @@ class RewardModelExperiment(Experiment):
         fp_spec = {
             "model": spec.to_dict(), "dtype": c.model.dtype, "param_dtype": c.model.param_dtype,
             "tokenizer": tokenizer_fingerprint(tokenizer), "max_len": c.data.max_len,
-            "data": _hash_arrays(list(dataset.ids_a), list(dataset.ids_b), dataset.extras["label"],
+            "data": hash_arrays(list(dataset.ids_a), list(dataset.ids_b), dataset.extras["label"],
                                  dataset.extras["gt"]),
             "n_train": len(dataset), "labels": labels_origin, "loss": loss_kind,
             "alpha": c.conflict.alpha if loss_kind == "explicit" else None,

@@ -7,7 +7,6 @@ explicit conflict (reverse), high-confidence filters, and bootstrapping through 
 """
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from w2s_jax.data.batches import PairDataset, SequenceDataset
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.eval.inference import score_policy_pairs
 from w2s_jax.models.build import build_model
-from w2s_jax.pipeline import Experiment
+from w2s_jax.pipeline import Experiment, hash_arrays
 from w2s_jax.train.checkpoint import ModelStore, write_json_atomic
 from w2s_jax.train.loop import train
 from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
@@ -25,15 +24,6 @@ from w2s_jax.train.step import to_microbatches
 STUDENTS = ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
             "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")
 DPO_CONFIDENCE_SCALE = 50.0  # the original's sigma(log_ps / 50) for DPO confidences
-
-
-def _hash(*parts) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        for row in part:
-            h.update(np.ascontiguousarray(row).tobytes())
-            h.update(b"|")
-    return h.hexdigest()
 
 
 class PreferenceExperiment(Experiment):
@@ -76,7 +66,8 @@ class PreferenceExperiment(Experiment):
         pairs = self._pairs(chosen, rejected, which, acc=np.asarray(acc, bool))
         base = {"model": c[which].to_dict(), "dtype": c.model.dtype, "param_dtype": c.model.param_dtype,
                 "tokenizer": tokenizer_fingerprint(self.tokenizers[which]), "max_len": c.data.max_len,
-                "data": _hash(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b, [pairs.extras["acc"]]),
+                "data": hash_arrays(list(pairs.ids_a), list(pairs.ids_b), list(pairs.loss_mask_a),
+                                    list(pairs.loss_mask_b), pairs.extras["acc"]),
                 "n_train": len(pairs), "labels": origin, "seed": c.seed, "batch_size": c.train.batch_size}
         started = time.time()
         model = build_model(c[which], what=which, mesh=self.mesh, seed=c.seed, max_len=c.data.max_len,
