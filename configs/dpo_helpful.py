@@ -22,7 +22,6 @@ def preference_config(algorithm: str, preset: str) -> ConfigDict:
                        "logp_chunk": 128,  # time steps per chunk of the log-softmax (0: all at once)
                        **ALGORITHMS[algorithm]})
     c.intermediate = rm_helpful.model_spec("")
-    c.train.packing = False  # policy log-probs run on padded, bucketed batches
     if preset == "demo":
         c.po.lr = 1e-3
         c.po.epochs = 1

@@ -57,3 +57,62 @@ def test_packed_loss_and_grads_equal_padded(loaded, kind):
     np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-5, rtol=1e-4)
+
+
+def _policy_batch(n, T, seed, sides):
+    """Right-padded sequences with a prompt part (loss mask 0) and a response part (loss mask 1)."""
+    rng = np.random.RandomState(seed)
+    batch = {}
+    for side in sides:
+        ids, mask = tiny_models.right_padded_batch(rng.randint(2, T + 1, size=n), T=T, seed=seed + len(side) * 7)
+        prompt = rng.randint(1, 4, size=n)
+        batch[f"ids{side}"], batch[f"mask{side}"] = ids, mask
+        batch[f"loss_mask{side}"] = (mask * (np.arange(T)[None] >= prompt[:, None])).astype(np.int32)
+    batch.update(valid=np.array([True] * (n - 1) + [False]), acc=rng.rand(n) > 0.3,
+                 ref_c=rng.randn(n).astype(np.float32), ref_r=rng.randn(n).astype(np.float32))
+    return batch
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo", "simpo_explicit"])
+def test_packed_policy_objectives_equal_padded(loaded, objective):
+    from w2s_jax.data.packing import packed_microbatches
+    from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
+
+    if objective == "sft":
+        sides, keys, loss_fn = ("",), SFT_KEYS, sft_objective(loaded.model, chunk_size=5)
+    else:
+        algorithm = objective.split("_")[0]
+        sides, keys = ("_a", "_b"), PAIR_KEYS + ("acc", "ref_c", "ref_r")
+        loss_fn = preference_objective(loaded.model, algorithm, beta=0.5, gamma=0.3, alpha=0.5,
+                                       explicit=objective.endswith("explicit"), chunk_size=7)
+    batch = _policy_batch(6, T=20, seed=3, sides=sides)
+    padded = jax.tree.map(lambda x: x[0], to_microbatches(batch, 1, keys))
+    packed = jax.tree.map(lambda x: x[0], packed_microbatches(
+        batch, 1, sides=sides, min_row_len=32, buckets=bucket_lengths(64, 16), row_multiple=1,
+        extra_keys=tuple(k for k in keys if k in ("valid", "acc", "ref_c", "ref_r")), token_level=True))
+    assert packed["ids"].shape[0] < len(sides) * 6
+    value = lambda mb: (lambda p: loss_fn(p, mb, 0.0).loss_sum)
+    a, ga = jax.value_and_grad(value(padded))(loaded.params)
+    b, gb = jax.value_and_grad(value(packed))(loaded.params)
+    assert abs(float(a)) > 0
+    np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-5, rtol=1e-4)
+
+
+def test_packed_logps_do_not_leak_across_sequences():
+    """A sequence's log-probs are the same alone in a row or packed behind another sequence."""
+    import jax.numpy as jnp
+    from w2s_jax.train.losses import packed_sequence_logps_from_hidden, sequence_logps_from_hidden
+
+    rng = np.random.RandomState(0)
+    hidden, kernel = rng.randn(1, 12, 8).astype(np.float32), rng.randn(8, 11).astype(np.float32)
+    ids = rng.randint(0, 11, size=(1, 12))
+    owner = np.array([[1] * 5 + [2] * 6 + [0]])
+    loss_mask = np.array([[0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0]])  # 2nd sequence's first token is masked-in
+    summed, mean, n = packed_sequence_logps_from_hidden(hidden, kernel, ids, owner, loss_mask, 2, chunk_size=4)
+    ref1 = sequence_logps_from_hidden(hidden[:, :5], kernel, ids[:, :5], loss_mask[:, :5])
+    ref2 = sequence_logps_from_hidden(hidden[:, 5:11], kernel, ids[:, 5:11], loss_mask[:, 5:11])
+    np.testing.assert_allclose(np.asarray(summed), [float(ref1[0][0]), float(ref2[0][0])], rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(n), [4, 4])  # position 5 (a new sequence) is never a target (else 5)
+    np.testing.assert_allclose(np.asarray(mean), np.asarray(summed) / np.asarray(n), rtol=1e-6)

@@ -44,12 +44,14 @@ def place(sequences: Sequence[np.ndarray], placement, shape: tuple[int, int]) ->
     return out
 
 
-def pack(sequences: Sequence[np.ndarray], row_len: int, n_rows: int | None = None
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """First-fit-decreasing packing into rows of `row_len` -> (ids [R, L], segments [R, L], rows [N], last [N]).
+def pack(sequences: Sequence[np.ndarray], row_len: int, n_rows: int | None = None,
+         aligned: Sequence[Sequence[np.ndarray]] = ()) -> tuple[np.ndarray, ...]:
+    """First-fit-decreasing packing into rows of `row_len` -> (ids [R, L], segments [R, L], rows [N], last [N],
+    *aligned packed [R, L]).
 
     Segment ids run 1, 2, ... within each row (0 = padding). `rows[n], last[n]` locate sequence n's last token.
-    `n_rows` pads to a fixed row count (it must suffice)."""
+    `n_rows` pads to a fixed row count (it must suffice). Each of `aligned` holds one array per sequence, of that
+    sequence's length (a loss mask, say), and is placed exactly where the ids go."""
     placement, total = plan([len(s) for s in sequences], row_len, n_rows)
     shape = (total, row_len)
     counters = np.zeros(total, np.int32)
@@ -60,34 +62,53 @@ def pack(sequences: Sequence[np.ndarray], row_len: int, n_rows: int | None = Non
     segments = place([np.full(len(s), v) for s, v in zip(sequences, segment_values)], placement, shape)
     rows = np.array([r for r, _ in placement], np.int32)
     last = np.array([start + len(s) - 1 for s, (_, start) in zip(sequences, placement)], np.int32)
-    return place(sequences, placement, shape), segments, rows, last
+    return (place(sequences, placement, shape), segments, rows, last,
+            *(place(values, placement, shape) for values in aligned))
 
 
 def rows_needed(sequences: Sequence[np.ndarray], row_len: int) -> int:
     return plan([len(s) for s in sequences], row_len)[1]
 
 
-def packed_pair_microbatches(batch: dict, n_micro: int, *, min_row_len: int, buckets: Sequence[int],
-                             row_multiple: int, extra_keys: Sequence[str] = ("label", "gt", "valid")) -> dict:
-    """A padded pair batch (`ids_a/mask_a/ids_b/mask_b` + per-pair extras) -> packed microbatches.
+def packed_microbatches(batch: dict, n_micro: int, *, sides: Sequence[str], min_row_len: int,
+                        buckets: Sequence[int], row_multiple: int, extra_keys: Sequence[str],
+                        token_level: bool = False) -> dict:
+    """A padded batch (`ids{side}`/`mask{side}` per side + per-example extras) -> packed microbatches.
 
-    Each microbatch packs its A sides then B sides (sequence n < m is A of pair n, n >= m is B of pair n - m).
-    All microbatches share one (rows, row_len) shape: row_len is the bucket of the longest sequence (at least
-    `min_row_len`), rows the largest need rounded up to `row_multiple` (so the shape set stays small and rows
-    split evenly over the mesh)."""
-    lengths_a, lengths_b = batch["mask_a"].sum(1), batch["mask_b"].sum(1)
-    seqs = [[batch["ids_a"][i, :n] for i, n in enumerate(lengths_a)],
-            [batch["ids_b"][i, :n] for i, n in enumerate(lengths_b)]]
-    longest = int(max(lengths_a.max(), lengths_b.max()))
+    Microbatch k packs its examples' first side, then their second side, ...: with `sides=("_a", "_b")` sequence
+    n < m is A of pair n and n >= m is B of pair n - m. All microbatches share one (rows, row_len) shape: row_len
+    is the bucket of the longest sequence (at least `min_row_len`), rows the largest need rounded up to
+    `row_multiple` (so the shape set stays small and rows split evenly over the mesh).
+
+    Always: ids, segments, seq_rows, seq_last (where each sequence ends, for rewards). `token_level` adds what
+    per-token log-probs need: `owner` (n + 1 on sequence n's tokens, 0 on padding) and the packed `loss_mask`."""
+    size = len(batch[f"ids{sides[0]}"]) // n_micro
+    lengths = {side: batch[f"mask{side}"].sum(1) for side in sides}
+    seqs = {side: [batch[f"ids{side}"][i, :n] for i, n in enumerate(lengths[side])] for side in sides}
+    masks = {side: [batch[f"loss_mask{side}"][i, :n] for i, n in enumerate(lengths[side])] for side in sides} \
+        if token_level else {}
+    longest = int(max(v.max() for v in lengths.values()))
     row_len = bucket_for(max(longest, min(min_row_len, buckets[-1])), buckets)
-    size = len(lengths_a) // n_micro
-    micro_seqs = [seqs[0][k * size:(k + 1) * size] + seqs[1][k * size:(k + 1) * size] for k in range(n_micro)]
+    cut = lambda per_side, k: [x for side in sides for x in per_side[side][k * size:(k + 1) * size]]
+    micro_seqs = [cut(seqs, k) for k in range(n_micro)]
     need = max(rows_needed(s, row_len) for s in micro_seqs)
     n_rows = -(-need // row_multiple) * row_multiple
-    packed = [pack(s, row_len, n_rows) for s in micro_seqs]
-    out = {name: np.stack([p[j] for p in packed]) for j, name in enumerate(("ids", "segments", "seq_rows",
-                                                                            "seq_last"))}
+    names = ["ids", "segments", "seq_rows", "seq_last"]
+    packed = []
+    for k, s in enumerate(micro_seqs):
+        aligned = [cut(masks, k), [np.full(len(x), n + 1, np.int32) for n, x in enumerate(s)]] if token_level else []
+        packed.append(pack(s, row_len, n_rows, aligned))
+    if token_level:
+        names += ["loss_mask", "owner"]
+    out = {name: np.stack([p[j] for p in packed]) for j, name in enumerate(names)}
     for key in extra_keys:
         v = np.asarray(batch[key])
         out[key] = v.reshape(n_micro, size, *v.shape[1:])
     return out
+
+
+def packed_pair_microbatches(batch: dict, n_micro: int, *, min_row_len: int, buckets: Sequence[int],
+                             row_multiple: int, extra_keys: Sequence[str] = ("label", "gt", "valid")) -> dict:
+    """Reward-model pairs: A sides then B sides of each microbatch, rewards read at each sequence's end."""
+    return packed_microbatches(batch, n_micro, sides=("_a", "_b"), min_row_len=min_row_len, buckets=buckets,
+                               row_multiple=row_multiple, extra_keys=extra_keys)

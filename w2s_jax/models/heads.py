@@ -53,6 +53,10 @@ class Transformer(nn.Module):
         """Scalar reward [B] from the hidden state of each row's last real token (right padding)."""
         return self.reward_from_hidden(self.backbone(ids_bt, mask_bt), mask_bt)
 
+    def packed_hidden(self, ids_rl, segments_rl):
+        """Final hidden states [R, L, D] of sequences packed into rows (segment ids, 0 = padding)."""
+        return self.backbone(ids_rl, segments_rl, packed=True)
+
     def packed_rewards(self, ids_rl, segments_rl, seq_rows, seq_last):
         """Rewards [N] of N sequences packed into rows: sequence n ends at (seq_rows[n], seq_last[n])."""
         hidden = self.backbone(ids_rl, segments_rl, packed=True)

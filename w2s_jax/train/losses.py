@@ -228,6 +228,44 @@ def sequence_logps_from_hidden(
     return _chunked_logps(logits_at, ids_bt, loss_mask_bt, chunk_size, dtype)
 
 
+def packed_sequence_logps_from_hidden(
+    hidden_rld: Array, lm_head_dv: Array, ids_rl: Array, owner_rl: Array, loss_mask_rl: Array, n_sequences: int,
+    chunk_size: int | None = None,
+) -> tuple[Array, Array, Array]:
+    """``sequence_logps_from_hidden`` for sequences packed into rows: ``(S(y), S̄(y), n_tokens)``, each [N].
+
+    ``owner[r, t] = n + 1`` on the tokens of sequence n (0 on padding). Token t+1 is predicted from position t
+    only when both belong to the same sequence, so nothing leaks across the sequences sharing a row; the
+    per-token log-probs (fp32, [R, L]: small) are then summed per owner. The logits are made ``chunk_size``
+    steps at a time in a rematerialised scan, as in the unpacked function.
+    """
+    dtype = jnp.promote_types(_float_dtype(hidden_rld), _float_dtype(lm_head_dv))
+    rows, t_pred = ids_rl.shape[0], ids_rl.shape[1] - 1
+    targets, owner = ids_rl[:, 1:], owner_rl[:, 1:]
+    weight = (loss_mask_rl[:, 1:] > 0) & (owner == owner_rl[:, :-1]) & (owner > 0)
+    chunk = t_pred if chunk_size is None or chunk_size >= t_pred else chunk_size
+    if chunk <= 0:
+        raise ValueError(f"chunk_size must be a positive number of time steps or None, got {chunk_size}")
+    n_chunks = -(-t_pred // chunk)
+    pad = n_chunks * chunk - t_pred
+    hidden = jnp.pad(hidden_rld[:, :-1], ((0, 0), (0, pad), (0, 0)))
+    targets_p = jnp.pad(targets, ((0, 0), (0, pad)))
+
+    def body(_, i):
+        h = lax.dynamic_slice_in_dim(hidden, i * chunk, chunk, axis=1)
+        tgt = lax.dynamic_slice_in_dim(targets_p, i * chunk, chunk, axis=1)
+        logits = jnp.einsum("bcd,dv->bcv", h, lm_head_dv, preferred_element_type=dtype).astype(dtype)
+        picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0]
+        return None, picked - jax.nn.logsumexp(logits, axis=-1)
+
+    _, logp = lax.scan(jax.checkpoint(body, prevent_cse=False), None, jnp.arange(n_chunks))
+    logp = jnp.moveaxis(logp, 0, 1).reshape(rows, n_chunks * chunk)[:, :t_pred]
+    w = weight.astype(dtype)
+    segment = lambda x: jax.ops.segment_sum(x.reshape(-1), owner.reshape(-1), num_segments=n_sequences + 1)[1:]
+    summed, n_tokens = segment(logp * w), segment(w)
+    return summed, _safe_div(summed, n_tokens), n_tokens
+
+
 # ------------------------------------------------------------------------------------------ preference objectives
 
 

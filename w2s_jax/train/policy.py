@@ -1,7 +1,9 @@
 """Policy objectives of the preference scenario (original-spec §3): SFT, DPO and SimPO on response log-probs.
 
 Log-probs are computed from the final hidden states and the LM-head kernel chunk by chunk over time, so a
-[batch, length, vocab] fp32 tensor is never held whole. Chosen and rejected run in one forward.
+[batch, length, vocab] fp32 tensor is never held whole. Chosen and rejected run in one forward. A microbatch is
+either padded (`ids_a`, `mask_a`, ...) or packed (`ids`, `segments`, `owner`, `loss_mask`: the chosen sides then
+the rejected sides, from `data.packing.packed_microbatches(..., token_level=True)`); both give the same values.
 """
 from __future__ import annotations
 
@@ -22,8 +24,20 @@ def response_logps(model, params, ids, mask, loss_mask, chunk_size: int | None):
     return summed, mean
 
 
+def packed_logps(model, params, mb, n_sequences: int, chunk_size: int | None):
+    """(summed, mean, n_tokens) [n_sequences] of the sequences packed in `mb`'s rows."""
+    hidden = model.apply({"params": params}, mb["ids"], mb["segments"], method=model.packed_hidden)
+    kernel = model.apply({"params": params}, method=model.lm_head_kernel)
+    return losses.packed_sequence_logps_from_hidden(hidden, kernel, mb["ids"], mb["owner"], mb["loss_mask"],
+                                                    n_sequences, chunk_size)
+
+
 def pair_logps(model, params, mb, chunk_size: int | None):
     """(summed_c, summed_r, mean_c, mean_r): A = chosen and B = rejected of each pair, one forward."""
+    if "segments" in mb:
+        n = mb["valid"].shape[0]
+        summed, mean, _ = packed_logps(model, params, mb, 2 * n, chunk_size)
+        return summed[:n], summed[n:], mean[:n], mean[n:]
     n = mb["ids_a"].shape[0]
     cat = lambda key: jnp.concatenate([mb[f"{key}_a"], mb[f"{key}_b"]])
     summed, mean = response_logps(model, params, cat("ids"), cat("mask"), cat("loss_mask"), chunk_size)
@@ -32,6 +46,11 @@ def pair_logps(model, params, mb, chunk_size: int | None):
 
 def sft_objective(model, chunk_size: int | None):
     def loss_fn(params, mb, progress):
+        if "segments" in mb:
+            n = mb["valid"].shape[0]
+            summed, _, _ = packed_logps(model, params, mb, n, chunk_size)
+            full = jax.ops.segment_sum(mb["loss_mask"].reshape(-1), mb["owner"].reshape(-1), num_segments=n + 1)[1:]
+            return losses.sft_loss(summed, full, mb["valid"])
         summed, _ = response_logps(model, params, mb["ids"], mb["mask"], mb["loss_mask"], chunk_size)
         return losses.sft_loss(summed, mb["loss_mask"].sum(-1), mb["valid"])
 
