@@ -9,6 +9,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a preset after ':').",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for checkpoints, logs and results.")
+# Multi-process runs (see w2s_jax/distributed.py and launch/); unset flags fall back to W2S_* / JAX_* / SLURM.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (env W2S_COORDINATOR).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (env W2S_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based (env W2S_PROCESS_ID).")
+_LOCAL_DEVICES = flags.DEFINE_string("local_device_ids", None,
+                                     "Comma-separated local device ids this process uses (env W2S_LOCAL_DEVICE_IDS).")
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError)
 
@@ -51,11 +57,19 @@ def parse_flags(argv):
 
 def main(argv) -> None:
     del argv
-    from w2s_jax import pipeline
-    from w2s_jax.config_check import validate
+    from w2s_jax import distributed
 
     if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO; keep the console to progress bars
         logging.set_verbosity(logging.WARNING)
+    try:  # before anything touches a JAX backend
+        distributed.initialize(distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                                   _LOCAL_DEVICES.value))
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    from w2s_jax import pipeline
+    from w2s_jax.config_check import validate
+
     config = _CONFIG.value
     try:
         mesh = validate(config)
@@ -64,6 +78,9 @@ def main(argv) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    distributed.sync("run-end")
+    if not distributed.is_primary():
+        return
     for m in results["models"]:
         print(f"{m['role']:>22}  test accuracy {m['test_accuracy']:.4f}")
     print(f"results: {_WORKDIR.value}/results.json")

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from w2s_jax import distributed
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +29,10 @@ def fingerprint(spec: Any) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON through a temp file and a rename. In a multi-process run only the primary process
+    writes (every process holds the same results; a shared directory must get one writer)."""
+    if not distributed.is_primary():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -1,4 +1,7 @@
-"""The one training loop: batches -> sharded step -> metrics log -> checkpoints, resumable and reusable."""
+"""The one training loop: batches -> sharded step -> metrics log -> checkpoints, resumable and reusable.
+
+Multi-process: every process runs this loop on the same host batches; the primary process's reading of the
+checkpoint directory decides reuse/resume for all, and processes meet at the start and end of each stage."""
 from __future__ import annotations
 
 import logging
@@ -6,9 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import jax
 from tqdm.auto import tqdm
 
+from w2s_jax import distributed
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, train_batches
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
@@ -62,24 +65,29 @@ def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDatas
                          f"{spec.batch_size}")
     optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
     state = step_lib.init_state(params, optimizer)
-    if store.complete:
+    distributed.check_same(store.fingerprint, f"{desc}: the model fingerprint")
+    if distributed.agree(store.complete):
         _, restored = store.restore(abstract_of(state))
         log.info("%s: reusing finished checkpoint %s", desc, store.directory)
         return TrainResult(restored.params, 0, True, [])
     start = 0
-    if store.latest_step() is not None:
-        start, state = store.restore(abstract_of(state))
+    found = store.latest_step()
+    latest = distributed.agree(-1 if found is None else found)
+    if latest >= 0:
+        start, state = store.restore(abstract_of(state), step=latest)
         log.info("%s: resuming from step %d of %d (%s)", desc, start, nsteps, store.directory)
     else:
         store.mark("training", steps=nsteps)
+    distributed.sync(f"train-start:{store.fingerprint}")
     step_fn = step_lib.make_train_step(loss_fn, optimizer, step_lib.state_shardings(state), nsteps)
     history: list[dict] = []
     batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=buckets,
                             start_step=start)
-    for k, batch in enumerate(tqdm(batches, total=nsteps - start, desc=desc, leave=False), start=start):
+    bar = tqdm(batches, total=nsteps - start, desc=desc, leave=False, disable=not distributed.is_primary())
+    for k, batch in enumerate(bar, start=start):
         micro = step_lib.place_batch(prepare(batch, spec.n_micro), mesh)
         state, metrics = step_fn(state, micro)
-        metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
+        metrics = {name: float(v) for name, v in distributed.fetch_global_tree(metrics).items()}
         if not math.isfinite(metrics["loss"]):
             raise NonFiniteLossError(f"{desc}: loss is {metrics['loss']} at step {k + 1}; stopping. The last good "
                                      f"checkpoint ({store.latest_step()}) in {store.directory} stays loadable.")
@@ -89,6 +97,7 @@ def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDatas
             log_fn(metrics)
         store.save(k + 1, state)
     store.finish(nsteps, state)
+    distributed.sync(f"train-end:{store.fingerprint}")
     return TrainResult(state.params, nsteps - start, False, history)
 
 

@@ -66,6 +66,11 @@ def to_microbatches(batch: Mapping[str, np.ndarray], n_micro: int, keys) -> dict
 
 
 def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Host microbatches (the global batch, the same in every process) -> global arrays sharded over the mesh.
+
+    The callback runs only for this process's own devices, so each process copies just the rows it holds;
+    unlike `make_array_from_process_local_data` this is right for any placement of processes on the mesh
+    (a process holding rows that are not contiguous, or every row when it spans only `tensor`)."""
     return {k: jax.make_array_from_callback(v.shape, microbatch_sharding(mesh, v.ndim), lambda i, v=v: v[i])
             for k, v in batch.items()}
 
