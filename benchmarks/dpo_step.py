@@ -4,8 +4,9 @@ that runs its reference model every step (as TRL does without precomputed refere
 GPT-2-small shape, random fp32 weights shared by both (saved by torch, loaded with `from_pretrained`), the first
 --pairs GT pairs of harmless_train_gt.jsonl split into prompt/response (prompt masked), GPT-2 BPE, max_len T=256,
 batch --batch-size pairs in micro-batches of --micro pairs, Adam 1e-6, beta 0.1. Ours: `make_train_step` +
-`preference_objective("dpo")` on length-bucketed batches, the reference log-probs computed once before training
-(its one-off cost is reported apart). Torch: chosen and rejected in one forward per micro-batch, right-padded to
+`preference_objective("dpo")` on packed rows of >= --pack-len tokens (`--layout padded`: length-bucketed padded
+batches), the reference log-probs computed once before training (its one-off cost is reported apart); each
+compiled shape is compiled before the timed steps. Torch: chosen and rejected in one forward per micro-batch, right-padded to
 its longest sequence, reference forward under no_grad, `-logsigmoid(beta * margin)`, Adam.
 
     python -m benchmarks.dpo_step            # ~10 min on 2 idle cores (batch 8, 2 steps)
@@ -32,6 +33,7 @@ import transformers  # noqa: E402
 
 from benchmarks.rm_step import DATA, TOKENIZER_DIR, gpt2_tokenizer, timed_block  # noqa: E402
 from w2s_jax.data.batches import PairDataset, bucket_lengths, train_batches  # noqa: E402
+from w2s_jax.data.packing import packed_microbatches  # noqa: E402
 from w2s_jax.data.pairs import read_jsonl_pairs  # noqa: E402
 from w2s_jax.data.tokenize import tokenize_prompt_response  # noqa: E402
 from w2s_jax.eval.inference import score_policy_pairs  # noqa: E402
@@ -78,6 +80,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=8, help="pairs per step (32 in the paper; 8 keeps the run short)")
     p.add_argument("--micro", type=int, default=8)
     p.add_argument("--max-len", type=int, default=256)
+    p.add_argument("--layout", choices=("packed", "padded"), default="packed")
+    p.add_argument("--pack-len", type=int, default=256)
     p.add_argument("--quick", action="store_true", help="1 step on 32 pairs")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     a = p.parse_args(argv)
@@ -112,31 +116,49 @@ def main(argv=None) -> dict:
     holder = {"state": state}
     n_micro = a.batch_size // a.micro
 
+    def prepare(batch):
+        if a.layout == "padded":
+            return step_lib.place_batch(step_lib.to_microbatches(batch, n_micro, keys), mesh)
+        return step_lib.place_batch(packed_microbatches(batch, n_micro, sides=("_a", "_b"), min_row_len=a.pack_len,
+                                                        buckets=buckets, row_multiple=1,
+                                                        extra_keys=("valid", "acc", "ref_c", "ref_r"),
+                                                        token_level=True), mesh)
+
     def ours_step(batch):
-        micro = step_lib.place_batch(step_lib.to_microbatches(batch, n_micro, keys), mesh)
-        holder["state"], metrics = step_fn(holder["state"], micro)
+        holder["state"], metrics = step_fn(holder["state"], prepare(batch))
         jax.block_until_ready(metrics)
 
-    compile_started = time.perf_counter()
-    for batch in {b["ids_a"].shape[1]: b for b in batches}.values():  # compile each bucket once, untimed
-        step_fn.lower(holder["state"], step_lib.place_batch(step_lib.to_microbatches(batch, n_micro, keys),
-                                                            mesh)).compile()
+    compile_started, shapes = time.perf_counter(), {}
+    for batch in batches:  # compile each shape once, untimed
+        micro = prepare(batch)
+        shape = tuple(micro["ids"].shape if a.layout == "packed" else micro["ids_a"].shape)
+        if shape not in shapes:
+            step_fn.lower(holder["state"], micro).compile()
+            shapes[shape] = True
     compile_seconds = time.perf_counter() - compile_started
+    real_tokens = sum(int(b["mask_a"].sum() + b["mask_b"].sum()) for b in batches)
+    computed = sum(int(np.prod(prepare(b)["ids" if a.layout == "packed" else "ids_a"].shape)) *
+                   (1 if a.layout == "packed" else 2) for b in batches)
     ours_t = timed_block("ours", ours_step, batches)
     opt = torch.optim.Adam(policy.parameters(), lr=LR)
     torch_t = timed_block("torch", lambda b: torch_dpo_step(policy, reference, opt, b, a.micro), batches)
-    rate = lambda ts: a.batch_size * len(ts) / sum(ts)
+    rate = lambda t: a.batch_size * len(t["seconds"]) / sum(t["seconds"])
     result = {
         "benchmark": "dpo_step", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(), "settings": vars(a) | {"out": str(a.out)},
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "ours_pairs_per_s": rate(ours_t), "torch_pairs_per_s": rate(torch_t), "ratio": rate(ours_t) / rate(torch_t),
-        "ours_step_seconds": ours_t, "torch_step_seconds": torch_t, "buckets_T": [b["ids_a"].shape[1] for b in batches],
+        "ours_step_seconds": ours_t["seconds"], "torch_step_seconds": torch_t["seconds"],
+        "ours_cores": ours_t["cores"], "torch_cores": torch_t["cores"], "buckets_T": [b["ids_a"].shape[1] for b in batches],
+        "layout": a.layout, "compiled_shapes": [list(k) for k in shapes], "ours_token_fill": real_tokens / computed,
         "reference_once_seconds": ref_seconds, "reference_pairs": len(pairs), "compile_seconds": compile_seconds,
     }
     print(f"\nDPO step, GPT-2-small shape, T<={a.max_len}, batch {a.batch_size} (micro {a.micro}), {a.steps} steps")
-    print(f"  ours (cached reference)   {result['ours_pairs_per_s']:.3f} pairs/s")
+    print(f"  ours (cached reference, {a.layout}, fill {real_tokens / computed:.2f}) "
+          f"{result['ours_pairs_per_s']:.3f} pairs/s")
     print(f"  torch (reference per step) {result['torch_pairs_per_s']:.3f} pairs/s")
+    print(f"  cores used: ours {ours_t['cores']:.2f}, torch {torch_t['cores']:.2f} (below {os.cpu_count()}: "
+          f"other processes took the rest)")
     print(f"  ratio {result['ratio']:.2f}x; reference log-probs once: {ref_seconds:.1f}s for {len(pairs)} pairs")
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -116,3 +116,13 @@ def test_packed_logps_do_not_leak_across_sequences():
     np.testing.assert_allclose(np.asarray(summed), [float(ref1[0][0]), float(ref2[0][0])], rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(n), [4, 4])  # position 5 (a new sequence) is never a target (else 5)
     np.testing.assert_allclose(np.asarray(mean), np.asarray(summed) / np.asarray(n), rtol=1e-6)
+
+
+def test_row_bucket_bounds_waste_and_shapes():
+    from w2s_jax.data.packing import row_bucket
+
+    got = [row_bucket(n) for n in range(1, 200)]
+    assert all(g >= n for n, g in zip(range(1, 200), got))
+    assert all(g <= max(n * 1.25, 8) for n, g in zip(range(1, 200), got))
+    assert len(set(got)) < 30  # far fewer shapes than distinct needs
+    assert [row_bucket(n, 8) for n in (1, 8, 9, 17)] == [8, 8, 16, 24]

@@ -70,6 +70,15 @@ def rows_needed(sequences: Sequence[np.ndarray], row_len: int) -> int:
     return plan([len(s) for s in sequences], row_len)[1]
 
 
+def row_bucket(need: int, multiple: int = 1) -> int:
+    """Rows to allocate for `need` rows: the next of 1 ... 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... (steps of at
+    most 25% past 8) times `multiple`, so batches of similar size share one compiled shape."""
+    units, m = -(-need // multiple), 1
+    while m < units:
+        m += max(1, 2 ** (max(m.bit_length() - 3, 0)))
+    return m * multiple
+
+
 def packed_microbatches(batch: dict, n_micro: int, *, sides: Sequence[str], min_row_len: int,
                         buckets: Sequence[int], row_multiple: int, extra_keys: Sequence[str],
                         token_level: bool = False) -> dict:
@@ -77,8 +86,9 @@ def packed_microbatches(batch: dict, n_micro: int, *, sides: Sequence[str], min_
 
     Microbatch k packs its examples' first side, then their second side, ...: with `sides=("_a", "_b")` sequence
     n < m is A of pair n and n >= m is B of pair n - m. All microbatches share one (rows, row_len) shape: row_len
-    is the bucket of the longest sequence (at least `min_row_len`), rows the largest need rounded up to
-    `row_multiple` (so the shape set stays small and rows split evenly over the mesh).
+    is the bucket of the longest sequence (at least `min_row_len`), rows the largest need rounded up to a
+    `row_bucket` of `row_multiple` (so the shape set, hence the compile count, stays small and rows split evenly
+    over the mesh).
 
     Always: ids, segments, seq_rows, seq_last (where each sequence ends, for rewards). `token_level` adds what
     per-token log-probs need: `owner` (n + 1 on sequence n's tokens, 0 on padding) and the packed `loss_mask`."""
@@ -92,7 +102,7 @@ def packed_microbatches(batch: dict, n_micro: int, *, sides: Sequence[str], min_
     cut = lambda per_side, k: [x for side in sides for x in per_side[side][k * size:(k + 1) * size]]
     micro_seqs = [cut(seqs, k) for k in range(n_micro)]
     need = max(rows_needed(s, row_len) for s in micro_seqs)
-    n_rows = -(-need // row_multiple) * row_multiple
+    n_rows = row_bucket(need, row_multiple)
     names = ["ids", "segments", "seq_rows", "seq_last"]
     packed = []
     for k, s in enumerate(micro_seqs):
