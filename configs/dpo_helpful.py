@@ -21,7 +21,6 @@ def preference_config(algorithm: str, preset: str) -> ConfigDict:
     c.po = ConfigDict({"lr": 1e-6, "sft_epochs": 1, "gamma": 1.0, "conf_threshold": 0.75,
                        "logp_chunk": 128,  # time steps per chunk of the log-softmax (0: all at once)
                        **ALGORITHMS[algorithm]})
-    c.intermediate = rm_helpful.model_spec("")
     if preset == "demo":
         c.po.lr = 1e-3
         c.po.epochs = 1

@@ -36,6 +36,7 @@ def base_config() -> ConfigDict:
     })
     c.weak = model_spec("gpt2")
     c.strong = model_spec("gpt2-medium")
+    c.intermediate = model_spec("")  # bootstrapping students only (weak -> intermediate -> strong)
     c.model = ConfigDict({"param_dtype": "float32", "dtype": "float32", "remat_policy": "none",
                           "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False})
     c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,

@@ -116,3 +116,30 @@ def test_eight_device_mesh_gives_the_same_predictions(first_run, tmp_path):
     ref, got = loss_curves(workdir), loss_curves(tmp_path)
     for role, curve in ref.items():
         np.testing.assert_allclose(got[role], curve, atol=1e-4, err_msg=role)
+
+
+def test_reward_model_bootstrapping(tmp_path):
+    """weak -> intermediate -> strong (original-spec §5) for the reward model: the intermediate learns the weak
+    soft labels of D_weak, labels D_gt, and the bootstrapped students learn those labels."""
+    c = small_config()
+    c.data.source, c.data.conflict_path = "dir", str(HELPFUL)
+    c.students = "no_conflict,bootstrap,bootstrap_implicit"
+    c.intermediate = c.strong.copy_and_resolve_references()
+    c.intermediate.name = "tiny-intermediate"
+    c.intermediate.arch.update(hidden_size=24, num_layers=1, num_heads=2)
+    results = run(c, tmp_path, n_devices=1)
+    roles = [m["role"] for m in results["models"]]
+    assert roles == ["weak_ceiling", "strong_ceiling", "student_no_conflict", "intermediate_ceiling",
+                     "intermediate_student", "student_bootstrap", "student_bootstrap_implicit"]
+    mid = json.loads((tmp_path / "intermediate_labels.json").read_text())
+    by_role = {m["role"]: m for m in results["models"]}
+    assert mid["labeller_fingerprint"] == by_role["intermediate_student"]["fingerprint"]
+    soft = np.asarray(mid["soft_labels"])
+    assert soft.shape == (96,) and ((soft > 0) & (soft < 1)).all()
+    # the intermediate student learnt from the weak labels, so it is not the intermediate ceiling
+    assert by_role["intermediate_student"]["fingerprint"] != by_role["intermediate_ceiling"]["fingerprint"]
+    curves = loss_curves(tmp_path)
+    assert len(curves["student_bootstrap"]) == 96 // 16  # D_gt with the intermediate's labels
+    assert len(curves["student_bootstrap_implicit"]) == (96 + 32) // 16
+    run_log = json.loads((tmp_path / "run_log.json").read_text())
+    assert set(run_log["models"]) == set(roles)

@@ -10,7 +10,7 @@ from w2s_jax.train.optim import SCHEDULE_NAMES
 
 EXPERIMENTS = ("reward_model", "dpo", "simpo")
 RM_LOSSES = ("bce", "logconf")
-STUDENT_NAMES = {"reward_model": ("no_conflict", "implicit", "explicit"),
+STUDENT_NAMES = {"reward_model": ("no_conflict", "implicit", "explicit", "bootstrap", "bootstrap_implicit"),
                  "dpo": ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
                          "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")}
 STUDENT_NAMES["simpo"] = STUDENT_NAMES["dpo"]

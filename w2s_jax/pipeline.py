@@ -36,7 +36,8 @@ from w2s_jax.train.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 LOSS_KEYS = ("ids_a", "mask_a", "ids_b", "mask_b", "label", "gt", "valid")
-STUDENTS = {"no_conflict": "student_no_conflict", "implicit": "student_implicit", "explicit": "student_explicit"}
+STUDENTS = {"no_conflict": "student_no_conflict", "implicit": "student_implicit", "explicit": "student_explicit",
+            "bootstrap": "student_bootstrap", "bootstrap_implicit": "student_bootstrap_implicit"}
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -114,7 +115,11 @@ def rm_loss(model, kind: str, alpha: float):
 class Experiment:
     """What every experiment shares: work directory, mesh, metrics log, buckets, tokenizers, results files."""
 
-    model_keys = ("weak", "strong")
+    @property
+    def model_keys(self) -> tuple[str, ...]:
+        """The models the students need: bootstrapping adds the intermediate (original-spec §5)."""
+        boot = any(s.startswith("bootstrap") for s in self.students())
+        return ("weak", "strong", "intermediate") if boot else ("weak", "strong")
 
     def __init__(self, config, workdir: str | Path, mesh: Mesh):
         self.config, self.workdir, self.mesh = config, Path(workdir), mesh
@@ -221,6 +226,31 @@ class RewardModelExperiment(Experiment):
         correct = (z >= 0) == (test.extras["gt"] == 1)
         return {**self.model_entry(role, which, store, correct, z), "model": model, "params": result.params}
 
+    # -- labels ---------------------------------------------------------------------------------------------
+    def soft_labels(self, labeller: dict, which: str, ab: pairs_lib.ABPairs, name: str) -> np.ndarray:
+        """The labeller's soft preference sigma(z) on `ab` (original-spec §2.6), written to `<name>_labels.json`."""
+        dataset = self._pairs_dataset(ab, self.tokenizers[which], f"{which}-{name}-labels", ab.labels, ab.labels)
+        z = score_pairs(labeller["model"].model, labeller["params"], dataset,
+                        batch_size=self.config.train.eval_batch_size, mesh=self.mesh, buckets=self.buckets,
+                        desc=f"{name} labels")
+        soft = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+        write_json_atomic(self.workdir / f"{name}_labels.json", {
+            "labeller_fingerprint": labeller["fingerprint"], "soft_labels": soft.tolist(), "logits": z.tolist(),
+            "gt_labels": ab.labels.tolist(), "accuracy": float(((soft >= 0.5) == (ab.labels == 1)).mean())})
+        return soft
+
+    def _student(self, role: str, which: str, texts: pairs_lib.ABPairs, labels: np.ndarray, origin: str,
+                 loss_kind: str, conflict_ab: pairs_lib.ABPairs | None) -> dict:
+        """A model trained on soft labels of `texts` (plus the conflict set's GT labels when given)."""
+        gt = texts.labels
+        if conflict_ab is not None:
+            texts = pairs_lib.ABPairs(texts.texts_a + conflict_ab.texts_a, texts.texts_b + conflict_ab.texts_b,
+                                      np.concatenate([texts.labels, conflict_ab.labels]))
+            labels, gt = np.concatenate([labels, conflict_ab.labels]), texts.labels
+        dataset = self._pairs_dataset(texts, self.tokenizers[which], f"{which}-{role}", labels, gt)
+        return self._train_and_score(role, which, dataset, loss_kind, origin, self.tokenizers[which],
+                                     self.test[which])
+
     # -- the graph ---------------------------------------------------------------------------------------------
     def run(self) -> dict:
         c = self.config
@@ -228,51 +258,43 @@ class RewardModelExperiment(Experiment):
         seed = c.seed
         ab = {name: pairs_lib.ab_order(getattr(splits, name), seed) for name in ("gt", "weak", "test")}
         students = self.students()
-        if "implicit" in students and not splits.conflict:
-            raise ValueError("config.students has 'implicit' but no conflict set was loaded "
+        unknown = [s for s in students if s not in STUDENTS]
+        if unknown:
+            raise ValueError(f"config.students: unknown student(s) {unknown}; known: {sorted(STUDENTS)}")
+        if any(s.endswith("implicit") for s in students) and not splits.conflict:
+            raise ValueError("config.students has an implicit-conflict student but no conflict set was loaded "
                              "(set config.data.conflict_path and config.data.n_conflict)")
         conflict_ab = pairs_lib.ab_order(splits.conflict, seed) if splits.conflict else None
         corpus = [t for name in ("gt", "weak") for t in ab[name].texts_a + ab[name].texts_b]
-        tokenizers = self.load_tokenizers(corpus)
-        data = {}
-        for which in ("weak", "strong"):
-            tok = tokenizers[which]
-            data[which] = {n: self._pairs_dataset(ab[n], tok, f"{which}-{n}", ab[n].labels, ab[n].labels)
-                           for n in ("gt", "test")}
-        models = []
-        weak = self._train_and_score("weak_ceiling", "weak", data["weak"]["gt"], "bce", "gt", tokenizers["weak"],
-                                     data["weak"]["test"])
-        models.append(weak)
-        models.append(self._train_and_score("strong_ceiling", "strong", data["strong"]["gt"], "bce", "gt",
-                                            tokenizers["strong"], data["strong"]["test"]))
-        # weak labels: the weak ceiling's soft preference sigma(z) on D_weak
-        d_weak_weak_tok = self._pairs_dataset(ab["weak"], tokenizers["weak"], "weak-weak", ab["weak"].labels,
-                                              ab["weak"].labels)
-        z_weak = score_pairs(weak["model"].model, weak["params"], d_weak_weak_tok,
-                             batch_size=c.train.eval_batch_size, mesh=self.mesh, buckets=self.buckets,
-                             desc="weak labels")
-        soft = 1.0 / (1.0 + np.exp(-z_weak.astype(np.float64)))
-        weak_labels = {"weak_fingerprint": weak["fingerprint"], "soft_labels": soft.tolist(),
-                       "logits": z_weak.tolist(),
-                       "gt_labels": ab["weak"].labels.tolist(),
-                       "accuracy": float(((soft >= 0.5) == (ab["weak"].labels == 1)).mean())}
-        write_json_atomic(self.workdir / "weak_labels.json", weak_labels)
+        self.tokenizers = self.load_tokenizers(corpus)
+        gt_data, self.test = {}, {}
+        for which in self.model_keys:
+            tok = self.tokenizers[which]
+            gt_data[which] = self._pairs_dataset(ab["gt"], tok, f"{which}-gt", ab["gt"].labels, ab["gt"].labels)
+            self.test[which] = self._pairs_dataset(ab["test"], tok, f"{which}-test", ab["test"].labels,
+                                                   ab["test"].labels)
+        ceiling = lambda role, which: self._train_and_score(role, which, gt_data[which], "bce", "gt",
+                                                            self.tokenizers[which], self.test[which])
+        weak = ceiling("weak_ceiling", "weak")
+        models = [weak, ceiling("strong_ceiling", "strong")]
+        soft = self.soft_labels(weak, "weak", ab["weak"], "weak")
         origin = f"weak:{weak['fingerprint']}"
-        for student in students:
-            if student not in STUDENTS:
-                raise ValueError(f"config.students: unknown student {student!r}; known: {sorted(STUDENTS)}")
-            tok = tokenizers["strong"]
-            texts = ab["weak"]
-            labels, gt = soft, ab["weak"].labels
-            if student == "implicit":
-                texts = pairs_lib.ABPairs(texts.texts_a + conflict_ab.texts_a, texts.texts_b + conflict_ab.texts_b,
-                                          np.concatenate([texts.labels, conflict_ab.labels]))
-                labels = np.concatenate([soft, conflict_ab.labels])
-                gt = texts.labels
-            dataset = self._pairs_dataset(texts, tok, f"strong-{student}", labels, gt)
+        for student in (s for s in students if not s.startswith("bootstrap")):
             loss_kind = "explicit" if student == "explicit" else c.train.loss
-            models.append(self._train_and_score(STUDENTS[student], "strong", dataset, loss_kind, origin, tok,
-                                                data["strong"]["test"]))
+            models.append(self._student(STUDENTS[student], "strong", ab["weak"], soft, origin, loss_kind,
+                                        conflict_ab if student == "implicit" else None))
+        boot = [s for s in students if s.startswith("bootstrap")]
+        if boot:
+            # §5: the intermediate learns the weak labels of D_weak, then labels D_gt for the strong student
+            models.append(ceiling("intermediate_ceiling", "intermediate"))
+            intermediate = self._student("intermediate_student", "intermediate", ab["weak"], soft, origin,
+                                         c.train.loss, None)
+            models.append(intermediate)
+            mid_soft = self.soft_labels(intermediate, "intermediate", ab["gt"], "intermediate")
+            for student in boot:
+                models.append(self._student(STUDENTS[student], "strong", ab["gt"], mid_soft,
+                                            f"intermediate:{intermediate['fingerprint']}", c.train.loss,
+                                            conflict_ab if student == "bootstrap_implicit" else None))
         results = {
             "experiment": "reward_model",
             "config": json.loads(c.to_json_best_effort()),

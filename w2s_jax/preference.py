@@ -32,11 +32,6 @@ class PreferenceExperiment(Experiment):
     def algorithm(self) -> str:
         return self.config.experiment
 
-    @property
-    def model_keys(self):
-        boot = any(s.startswith("bootstrap") for s in self.students())
-        return ("weak", "strong", "intermediate") if boot else ("weak", "strong")
-
     # -- data ---------------------------------------------------------------------------------------------
     def _tokenized(self, texts: list[str], which: str):
         return tokenize_cached(texts, self.tokenizers[which], self.config.data.max_len, mode="prompt_response",
