@@ -43,6 +43,9 @@ def base_config() -> ConfigDict:
                           "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32,
                           # pack the sequences of a batch into rows of >= pack_len tokens (same math, less padding)
                           "packing": True, "pack_len": 256})
+    # scoring: "pmap" replicates the model on every local device; "sharded" keeps the training sharding (models
+    # too large to replicate)
+    c.eval = ConfigDict({"mode": "pmap"})
     c.students = "no_conflict,implicit,explicit"
     c.conflict_name = "helpfulness"
     c.conflict = ConfigDict({"alpha": 0.5})

@@ -45,6 +45,7 @@ def _get(c, field: str):
 def validate(c, n_devices: int | None = None):
     """Raise ConfigError naming the first bad field; return the mesh the config asks for."""
     _choice(c, "experiment", EXPERIMENTS)
+    _choice(c, "eval.mode", ("pmap", "sharded"))
     _choice(c, "data.source", ("dir", "hub"))
     if c.data.source == "dir" and not os.path.isdir(c.data.dir):
         _fail("data.dir", "is not a directory (set --config.data.dir=... to the paper's JSONL layout)", c.data.dir)

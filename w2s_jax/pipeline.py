@@ -221,6 +221,7 @@ class RewardModelExperiment(Experiment):
         finally:
             store.close()
         z = score_pairs(model.model, result.params, test, batch_size=c.train.eval_batch_size, mesh=self.mesh,
+                        mode=c.eval.mode,
                         buckets=self.buckets, desc=f"{role}: D_test")
         self.record(role, store, result, started)
         correct = (z >= 0) == (test.extras["gt"] == 1)
@@ -232,7 +233,7 @@ class RewardModelExperiment(Experiment):
         dataset = self._pairs_dataset(ab, self.tokenizers[which], f"{which}-{name}-labels", ab.labels, ab.labels)
         z = score_pairs(labeller["model"].model, labeller["params"], dataset,
                         batch_size=self.config.train.eval_batch_size, mesh=self.mesh, buckets=self.buckets,
-                        desc=f"{name} labels")
+                        mode=self.config.eval.mode, desc=f"{name} labels")
         soft = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
         write_json_atomic(self.workdir / f"{name}_labels.json", {
             "labeller_fingerprint": labeller["fingerprint"], "soft_labels": soft.tolist(), "logits": z.tolist(),

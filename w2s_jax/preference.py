@@ -52,7 +52,8 @@ class PreferenceExperiment(Experiment):
     def _score(self, model, params, dataset: PairDataset, desc: str) -> np.ndarray:
         c = self.config
         return score_policy_pairs(model.model, params, dataset, batch_size=c.train.eval_batch_size, mesh=self.mesh,
-                                  buckets=self.buckets, chunk_size=c.po.logp_chunk or None, desc=desc)
+                                  buckets=self.buckets, chunk_size=c.po.logp_chunk or None, mode=c.eval.mode,
+                                  desc=desc)
 
     # -- one model: SFT, then DPO / SimPO, then D_test --------------------------------------------------------
     def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,

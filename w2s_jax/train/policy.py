@@ -72,8 +72,3 @@ def preference_objective(model, algorithm: str, *, beta: float, gamma: float, al
         return losses.simpo_loss(mc, mr, beta, gamma, mb["valid"], conflict)
 
     return loss_fn
-
-
-def pair_scores(model, chunk_size: int | None):
-    """Jitted (params, batch) -> [summed_c, summed_r, mean_c, mean_r] stacked [4, B], for eval and references."""
-    return jax.jit(lambda params, mb: jnp.stack(pair_logps(model, params, mb, chunk_size)))
