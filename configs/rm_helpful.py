@@ -46,6 +46,8 @@ def base_config() -> ConfigDict:
     # scoring: "pmap" replicates the model on every local device; "sharded" keeps the training sharding (models
     # too large to replicate)
     c.eval = ConfigDict({"mode": "pmap"})
+    # a capability-ladder sweep (w2s_jax/sweep.py): "weak->strong,..." over the specs named in sweep.models
+    c.sweep = ConfigDict({"pairs": "", "models": ConfigDict()})
     c.students = "no_conflict,implicit,explicit"
     c.conflict_name = "helpfulness"
     c.conflict = ConfigDict({"alpha": 0.5})

@@ -127,4 +127,16 @@ def validate(c, n_devices: int | None = None):
     for field, value in (("train.micro_batch_size", micro), ("train.eval_batch_size", c.train.eval_batch_size)):
         if value % rows:
             _fail(field, f"must be a multiple of mesh data x fsdp = {rows} (each device takes whole rows)", value)
+    if "sweep" in c and c.sweep.pairs:
+        from w2s_jax.sweep import sweep_configs
+
+        try:
+            derived = sweep_configs(c)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for weak, strong, pair in derived:
+            try:
+                validate(pair, n_devices)
+            except ConfigError as e:
+                raise ConfigError(f"sweep pair {weak}->{strong}: {e}") from None
     return mesh

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from jax.sharding import Mesh
 
@@ -121,8 +123,11 @@ class Experiment:
         boot = any(s.startswith("bootstrap") for s in self.students())
         return ("weak", "strong", "intermediate") if boot else ("weak", "strong")
 
-    def __init__(self, config, workdir: str | Path, mesh: Mesh):
+    def __init__(self, config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None = None):
+        """`store_root` (default: `workdir`) holds the model checkpoints and the token cache; a sweep shares one
+        between its runs, so a model that several weak/strong pairs need is trained once."""
         self.config, self.workdir, self.mesh = config, Path(workdir), mesh
+        self.store_root = Path(store_root) if store_root is not None else self.workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.workdir)
         self.buckets = bucket_lengths(config.data.max_len, config.data.bucket_multiple, config.data.max_buckets)
@@ -161,11 +166,19 @@ class Experiment:
         self.run_log["models"][role] = {"reused": result.reused, "steps_run": result.steps_run,
                                         "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
 
-    def model_entry(self, role: str, which: str, store: ModelStore, correct: np.ndarray, logits: np.ndarray
-                    ) -> dict:
+    def store(self, role: str, spec: dict) -> ModelStore:
+        """The checkpoint store of one trained model. Ceilings share one name whatever their place (a sweep's
+        strong ceiling of one pair is the weak ceiling of the next: same fingerprint, same checkpoint)."""
+        name = role.replace("weak_ceiling", "ceiling").replace("strong_ceiling", "ceiling").replace(
+            "intermediate_ceiling", "ceiling")
+        return ModelStore(self.store_root, name, spec, save_every=self.config.train.save_every)
+
+    def model_entry(self, role: str, which: str, store: ModelStore, correct: np.ndarray, logits: np.ndarray,
+                    params) -> dict:
         spec = self.config[which]
-        return {"role": role, "model_id": spec.name if spec.init == "pretrained" else f"random:{which}",
-                "fingerprint": store.fingerprint, "checkpoint": str(store.directory.relative_to(self.workdir)),
+        return {"role": role, "model_id": spec.name if spec.init == "pretrained" else f"random:{spec.name}",
+                "n_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
+                "fingerprint": store.fingerprint, "checkpoint": os.path.relpath(store.directory, self.workdir),
                 "test_accuracy": float(correct.mean()), "test_correct": correct.tolist(),
                 "test_logits": [round(float(v), 6) for v in logits]}
 
@@ -175,13 +188,13 @@ class Experiment:
         write_json_atomic(self.workdir / "results.json", results)
         write_json_atomic(self.workdir / "run_log.json", self.run_log)
         self.metrics.close()
-        return results
+        return with_report(self.workdir, results)
 
 
 class RewardModelExperiment(Experiment):
     # -- data per tokenizer -----------------------------------------------------------------------------------
     def _pairs_dataset(self, ab: pairs_lib.ABPairs, tokenizer, name: str, labels, gt) -> PairDataset:
-        max_len, cache = self.config.data.max_len, self.workdir / "cache"
+        max_len, cache = self.config.data.max_len, self.store_root / "cache"
         side_a = tokenize_cached(ab.texts_a, tokenizer, max_len, cache_dir=cache, name=f"{name}-a")
         side_b = tokenize_cached(ab.texts_b, tokenizer, max_len, cache_dir=cache, name=f"{name}-b")
         return PairDataset(side_a.ids, side_b.ids, extras={"label": np.asarray(labels, np.float32),
@@ -210,7 +223,7 @@ class RewardModelExperiment(Experiment):
             "alpha": c.conflict.alpha if loss_kind == "explicit" else None,
             "train": {k: getattr(tspec, k) for k in ("lr", "batch_size", "epochs", "schedule", "seed")},
         }
-        store = ModelStore(self.workdir, role, fp_spec, save_every=c.train.save_every)
+        store = self.store(role, fp_spec)
         model = build_model(spec, what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=tokenizer, trust_remote_code=c.model.trust_remote_code)
         started = time.time()
@@ -225,7 +238,8 @@ class RewardModelExperiment(Experiment):
                         buckets=self.buckets, desc=f"{role}: D_test")
         self.record(role, store, result, started)
         correct = (z >= 0) == (test.extras["gt"] == 1)
-        return {**self.model_entry(role, which, store, correct, z), "model": model, "params": result.params}
+        return {**self.model_entry(role, which, store, correct, z, result.params), "model": model,
+                "params": result.params}
 
     # -- labels ---------------------------------------------------------------------------------------------
     def soft_labels(self, labeller: dict, which: str, ab: pairs_lib.ABPairs, name: str) -> np.ndarray:
@@ -307,11 +321,27 @@ class RewardModelExperiment(Experiment):
         return self.finish(results)
 
 
-def run(config, workdir: str | Path, mesh: Mesh) -> dict:
+def with_report(workdir: Path, results: dict) -> dict:
+    """Adds the deception metrics to results.json and writes report.md and plots/ (the primary process only)."""
+    from w2s_jax import distributed
+    from w2s_jax.report import build_report
+
+    if distributed.is_primary():
+        results["metrics"] = build_report(workdir)
+    distributed.sync("report")
+    return results
+
+
+def run(config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None = None) -> dict:
+    """One experiment (or, when `config.sweep.pairs` lists weak->strong pairs, a sweep of them)."""
+    if config.get("sweep") and config.sweep.pairs and store_root is None:
+        from w2s_jax.sweep import run_sweep
+
+        return run_sweep(config, workdir, mesh)
     if config.experiment == "reward_model":
-        return RewardModelExperiment(config, workdir, mesh).run()
+        return RewardModelExperiment(config, workdir, mesh, store_root).run()
     if config.experiment in ("dpo", "simpo"):
         from w2s_jax.preference import PreferenceExperiment
 
-        return PreferenceExperiment(config, workdir, mesh).run()
+        return PreferenceExperiment(config, workdir, mesh, store_root).run()
     raise ValueError(f"config.experiment={config.experiment!r}: expected reward_model, dpo or simpo")

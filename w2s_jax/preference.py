@@ -35,7 +35,7 @@ class PreferenceExperiment(Experiment):
     # -- data ---------------------------------------------------------------------------------------------
     def _tokenized(self, texts: list[str], which: str):
         return tokenize_cached(texts, self.tokenizers[which], self.config.data.max_len, mode="prompt_response",
-                               cache_dir=self.workdir / "cache", name=f"{which}-po")
+                               cache_dir=self.store_root / "cache", name=f"{which}-po")
 
     def _pairs(self, chosen: list[str], rejected: list[str], which: str, **extras) -> PairDataset:
         c, r = self._tokenized(chosen, which), self._tokenized(rejected, which)
@@ -71,15 +71,14 @@ class PreferenceExperiment(Experiment):
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
                             trust_remote_code=c.model.trust_remote_code)
         sft_spec = self.train_spec(po.lr, po.sft_epochs, "warmup_constant")
-        sft_store = ModelStore(self.workdir, f"{role}-sft", {**base, "stage": "sft", "lr": po.lr,
-                                                             "epochs": po.sft_epochs}, save_every=c.train.save_every)
+        sft_store = self.store(f"{role}-sft", {**base, "stage": "sft", "lr": po.lr, "epochs": po.sft_epochs})
         sft = self._run(f"{role}-sft", sft_store, model.params, sft_objective(model.model, chunk),
                         SequenceDataset(pairs.ids_a, pairs.loss_mask_a), sft_spec, SFT_KEYS)
         spec = self.train_spec(po.lr, po.epochs, "warmup_constant")
-        store = ModelStore(self.workdir, role, {
+        store = self.store(role, {
             **base, "stage": self.algorithm, "sft": sft_store.fingerprint, "lr": po.lr, "epochs": po.epochs,
             "beta": po.beta, "gamma": po.gamma if self.algorithm == "simpo" else None,
-            "explicit_alpha": c.conflict.alpha if explicit else None}, save_every=c.train.save_every)
+            "explicit_alpha": c.conflict.alpha if explicit else None})
         keys = PAIR_KEYS + ("acc",)
         if self.algorithm == "dpo":
             refs = self._reference_logps(store, model, sft.params, pairs)
@@ -92,7 +91,7 @@ class PreferenceExperiment(Experiment):
         test_scores = self._score(model, result.params, self.test[which], f"{role}: D_test")
         self.record(role, store, result, started)
         metric = self.metric(test_scores)
-        return {**self.model_entry(role, which, store, metric >= 0, metric), "model": model,
+        return {**self.model_entry(role, which, store, metric >= 0, metric, result.params), "model": model,
                 "params": result.params}
 
     def _prepare(self, keys):

@@ -1,0 +1,38 @@
+"""Reward-modelling weak-to-strong over a capability ladder: one weak model, strong models of growing size.
+
+`paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `demo`: the demo world's ladder of tiny
+random-init models (demo-xs -> demo-s / demo-m / demo-l), offline. A model several pairs need (here the weak
+ceiling) is trained once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
+
+    python -m w2s_jax.main --config=configs/rm_sweep.py:demo --workdir=runs/sweep
+"""
+import importlib.util
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+_spec = importlib.util.spec_from_file_location("rm_helpful", Path(__file__).with_name("rm_helpful.py"))
+rm_helpful = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rm_helpful)
+
+PAPER_LADDER = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def ladder(names_and_specs) -> ConfigDict:
+    return ConfigDict({name: spec for name, spec in names_and_specs})
+
+
+def get_config(preset: str = "paper") -> ConfigDict:
+    c = rm_helpful.get_config(preset)
+    if preset == "demo":
+        from w2s_jax.data.demo_world import ladder_specs
+
+        specs = [(s["name"], rm_helpful.model_spec(init="random", tokenizer=c.weak.tokenizer, **s))
+                 for s in ladder_specs()]
+    else:
+        specs = [(name, rm_helpful.model_spec(name)) for name in PAPER_LADDER]
+    c.sweep.models = ladder(specs)
+    names = [name for name, _ in specs]
+    c.sweep.pairs = ",".join(f"{names[0]}->{strong}" for strong in names[1:])
+    c.weak, c.strong = c.sweep.models[names[0]], c.sweep.models[names[1]]  # what a single run would use
+    return c

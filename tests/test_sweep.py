@@ -1,0 +1,72 @@
+"""A capability-ladder sweep: every pair runs, shared models train once, and the report matches the vectors."""
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from test_pipeline_rm import HELPFUL, run, small_config
+
+
+def sweep_config():
+    c = small_config()
+    c.data.source, c.data.conflict_path = "dir", str(HELPFUL)
+    c.students = "no_conflict,implicit"
+    sizes = {"xs": (8, 1), "s": (16, 1), "m": (32, 2)}
+    for name, (hidden, layers) in sizes.items():
+        spec = c.weak.copy_and_resolve_references()
+        spec.name = f"ladder-{name}"
+        spec.arch.update(hidden_size=hidden, num_layers=layers, num_heads=2)
+        c.sweep.models[name] = spec
+    c.sweep.pairs = "xs->s, xs->m"
+    return c
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    return workdir, run(sweep_config(), workdir, n_devices=1)
+
+
+def test_sweep_runs_every_pair_and_trains_shared_models_once(swept):
+    workdir, results = swept
+    assert [p["name"] for p in results["pairs"]] == ["xs->s", "xs->m"]
+    first, second = results["pairs"]
+    assert first["weak_params"] == second["weak_params"] < first["strong_params"] < second["strong_params"]
+    weak = [{m["role"]: m for m in p["models"]}["weak_ceiling"] for p in results["pairs"]]
+    assert weak[0]["fingerprint"] == weak[1]["fingerprint"]
+    assert weak[0]["test_correct"] == weak[1]["test_correct"]
+    run_log = json.loads((workdir / second["workdir"] / "run_log.json").read_text())
+    assert run_log["models"]["weak_ceiling"]["reused"] is True  # trained in the first pair, not again
+    assert run_log["models"]["strong_ceiling"]["reused"] is False
+    for pair in results["pairs"]:
+        assert (workdir / pair["workdir"] / "results.json").is_file()  # each pair keeps its own results
+
+
+def test_sweep_report_files_and_numbers(swept):
+    workdir, _ = swept
+    results = json.loads((workdir / "results.json").read_text())
+    assert (workdir / "report.md").is_file()
+    for name in ("accuracy", "ds_vs_gap", "regions"):
+        image = matplotlib.image.imread(workdir / "plots" / f"{name}.png")
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    metrics = {p["name"]: p for p in results["metrics"]["pairs"]}
+    assert set(metrics) == {"xs->s", "xs->m"}
+    report = (workdir / "report.md").read_text()
+    for pair in results["pairs"]:
+        v = {m["role"]: np.asarray(m["test_correct"], bool) for m in pair["models"]}
+        w, s, n, c = v["weak_ceiling"], v["strong_ceiling"], v["student_no_conflict"], v["student_implicit"]
+        got = metrics[pair["name"]]
+        assert got["capability_gap"] == pytest.approx(s.mean() - w.mean())
+        region = s & ~w  # S_k and W_uk
+        setting = got["settings"]["implicit"]
+        ds_a = (~c & region).sum() / region.sum() if region.any() else None
+        if ds_a is None:
+            assert setting["ds"]["ds_a"] is None
+        else:
+            assert setting["ds"]["ds_a"] == pytest.approx(ds_a)
+            assert f"{ds_a:.4f}" in report
+        flipped = c != s
+        ds_c = (flipped & region).sum() / flipped.sum() if flipped.any() else None
+        assert (setting["ds"]["ds_c"] is None) if ds_c is None else setting["ds"]["ds_c"] == pytest.approx(ds_c)
+        assert sum(setting["table"].values()) == len(w)
