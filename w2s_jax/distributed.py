@@ -192,6 +192,34 @@ def fetch_global_tree(tree):
     return jax.tree.map(fetch_global, tree)
 
 
+def local_replicas(tree, devices: Sequence):
+    """`tree` (global arrays in any mesh sharding) as one full copy on each of `devices`, this process's own.
+
+    `jax.device_put` onto local devices would be a cross-host transfer for shards held by other processes, which
+    CPU and most GPU backends refuse; instead one all-gather on the global mesh (a collective: every process
+    calls this with the same tree) replicates each leaf, and the local copies are reused as they are."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    local = NamedSharding(Mesh(np.array(devices), ("replica",)), P())
+    leaves, treedef = jax.tree.flatten(tree)
+    remote = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_addressable]
+    if remote:
+        meshes = {leaves[i].sharding.mesh for i in remote}
+        if len(meshes) != 1:
+            raise DistributedError("local_replicas: the sharded leaves must share one mesh")
+        replicated = NamedSharding(meshes.pop(), P())
+        gathered = jax.jit(lambda xs: xs, out_shardings=replicated)([leaves[i] for i in remote])
+        for i, full in zip(remote, gathered):
+            by_device = {s.device: s.data for s in full.addressable_shards}
+            leaves[i] = jax.make_array_from_single_device_arrays(full.shape, local, [by_device[d] for d in devices])
+    rest = [i for i in range(len(leaves)) if i not in set(remote)]
+    placed = jax.device_put([leaves[i] for i in rest], local)
+    for i, x in zip(rest, placed):
+        leaves[i] = x
+    return jax.tree.unflatten(treedef, leaves)
+
+
 def agree(value: int | bool) -> int:
     """The primary process's value of a small integer decision (e.g. "this model is finished"), in every process,
     so that processes reading a shared file system at slightly different moments still take the same branch."""

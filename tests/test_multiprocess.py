@@ -1,0 +1,159 @@
+"""Several processes, one run: 2 processes x 2 CPU devices give the results of 1 process x 4 devices.
+
+The multi-process run goes through `launch/multiprocess_cpu.sh` (JAX's distributed runtime, gloo collectives),
+so the launcher, the flags/environment plumbing, the sharded batches, the gathered scores, the orbax
+checkpoints written by both processes and the primary-only files are all exercised. Both runs get the same
+XLA flags (fast, low-optimisation CPU compiles: compiling dominates a run this small)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2s_jax import distributed
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+HH = SHARED / "hh-single-turn"
+HELPFUL = SHARED / "bigbench" / "hhh_alignment" / "helpful" / "task.json"
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+TINY_CONFIG = '''
+import importlib.util
+
+def get_config():
+    spec = importlib.util.spec_from_file_location("rm_helpful", {rm_helpful!r})
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("paper")
+    c.data.source, c.data.dir, c.data.conflict_path = "dir", {data_dir!r}, {conflict!r}
+    c.data.n_gt = c.data.n_weak = c.data.n_test = 64
+    c.data.n_conflict = 16
+    c.data.max_len, c.data.bucket_multiple = 32, 32
+    for which, (hidden, layers) in (("weak", (16, 1)), ("strong", (32, 2))):
+        c[which].update(name="tiny-" + which, init="random", tokenizer="bpe:300")
+        c[which].arch.update(family="llama", hidden_size=hidden, num_layers=layers, num_heads=2)
+    c.train.update(batch_size=16, epochs=1, eval_batch_size=32, save_every=0, lr=1e-3)
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
+    c.students = "explicit"
+    return c
+'''
+
+
+def _env(n_devices: int | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("W2S_", "JAX_", "SLURM_"))}
+    env.update(JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHON=sys.executable,
+               XLA_FLAGS=FAST_COMPILE + (f" --xla_force_host_platform_device_count={n_devices}" if n_devices else ""))
+    return env
+
+
+def _check(proc: subprocess.CompletedProcess, what: str, logs: Path | None = None) -> None:
+    if proc.returncode != 0:
+        extra = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log"))) if logs \
+            else ""
+        pytest.fail(f"{what} exited {proc.returncode}\n{proc.stdout[-4000:]}{extra}")
+
+
+def _losses(workdir: Path) -> dict:
+    out: dict = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out.setdefault(row["role"], []).append(row["loss"])
+    return out
+
+
+@pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()), reason=f"shared HH data not found at {HH}")
+def test_two_processes_give_the_one_process_results(tmp_path):
+    config = tmp_path / "tiny_rm.py"
+    config.write_text(TINY_CONFIG.format(rm_helpful=str(REPO / "configs" / "rm_helpful.py"), data_dir=str(HH),
+                                          conflict=str(HELPFUL)))
+    one, two, logs = tmp_path / "one", tmp_path / "two", tmp_path / "logs"
+    args = [f"--config={config}"]
+    single = subprocess.run([sys.executable, "-m", "w2s_jax.main", *args, f"--workdir={one}"], cwd=REPO,
+                            env=_env(4), capture_output=True, text=True, timeout=600)
+    _check(single, "1 process x 4 devices")
+    env = _env(None)
+    env["W2S_LOG_DIR"] = str(logs)
+    multi = subprocess.run(["bash", str(REPO / "launch" / "multiprocess_cpu.sh"), "2", "2", *args,
+                            f"--workdir={two}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=600)
+    _check(multi, "2 processes x 2 devices", logs)
+
+    ref, got = json.loads((one / "results.json").read_text()), json.loads((two / "results.json").read_text())
+    assert [m["role"] for m in got["models"]] == ["weak_ceiling", "strong_ceiling", "student_explicit"]
+    assert got["test_labels"] == ref["test_labels"]
+    for r, g in zip(ref["models"], got["models"]):
+        assert len(g["test_correct"]) == 64
+        assert g["test_correct"] == r["test_correct"], r["role"]
+        np.testing.assert_allclose(g["test_logits"], r["test_logits"], atol=1e-4, err_msg=r["role"])
+        if r["role"].endswith("ceiling"):  # students hash their labels, which may differ in the last bit
+            assert g["fingerprint"] == r["fingerprint"]
+    weak_ref = json.loads((one / "weak_labels.json").read_text())
+    weak_got = json.loads((two / "weak_labels.json").read_text())
+    np.testing.assert_allclose(weak_got["logits"], weak_ref["logits"], atol=1e-4)
+    # one writer: the primary's metrics only (process 1 appending would double the lines), and only it reports
+    losses_ref, losses_got = _losses(one), _losses(two)
+    assert {k: len(v) for k, v in losses_got.items()} == {k: len(v) for k, v in losses_ref.items()}
+    for role, curve in losses_ref.items():
+        np.testing.assert_allclose(losses_got[role], curve, atol=1e-4, err_msg=role)
+    assert "results:" in multi.stdout
+    assert "results:" not in (logs / "process-1.log").read_text()
+    # both processes wrote their shards of the checkpoints, and the primary marked every model complete
+    for m in got["models"]:
+        meta = json.loads((two / m["checkpoint"] / "model.json").read_text())
+        assert meta["status"] == "complete"
+
+
+# ------------------------------------------------------------------------------------------------ coordinates
+
+
+def test_flags_win_over_the_environment():
+    env = {"W2S_COORDINATOR": "a:1", "W2S_NUM_PROCESSES": "4", "W2S_PROCESS_ID": "3"}
+    spec = distributed.resolve("b:2", 2, 1, environ=env)
+    assert (spec.coordinator_address, spec.num_processes, spec.process_id) == ("b:2", 2, 1)
+    assert spec.multi_process and not spec.auto
+
+
+def test_w2s_variables_win_over_jax_variables():
+    env = {"W2S_NUM_PROCESSES": "2", "W2S_PROCESS_ID": "1", "JAX_COORDINATOR_ADDRESS": "h:9",
+           "JAX_NUM_PROCESSES": "8", "JAX_PROCESS_ID": "5", "W2S_LOCAL_DEVICE_IDS": "0,1"}
+    spec = distributed.resolve(environ=env)
+    assert (spec.coordinator_address, spec.num_processes, spec.process_id, spec.local_device_ids) == \
+        ("h:9", 2, 1, (0, 1))
+
+
+def test_single_process_without_coordinates_and_outside_srun():
+    assert not distributed.resolve(environ={}).multi_process
+    # a SLURM batch script (no job step) with several tasks is not yet a multi-process step
+    assert not distributed.resolve(environ={"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}).multi_process
+
+
+def test_slurm_step_is_detected_by_jax():
+    env = {"SLURM_STEP_NODELIST": "node[01-02]", "SLURM_PROCID": "3", "SLURM_NTASKS": "8"}
+    spec = distributed.resolve(environ=env)
+    assert spec.auto and spec.multi_process and spec.num_processes is None
+    assert not distributed.resolve(environ={**env, "SLURM_NTASKS": "1"}).multi_process
+
+
+@pytest.mark.parametrize("kwargs, env, message", [
+    ({"num_processes": 2}, {"W2S_COORDINATOR": "h:1"}, "process_id must lie in"),
+    ({"num_processes": 2, "process_id": 2, "coordinator_address": "h:1"}, {}, "process_id must lie in"),
+    ({"num_processes": 2, "process_id": 0}, {}, "coordinator address"),
+    ({}, {"W2S_NUM_PROCESSES": "two"}, "W2S_NUM_PROCESSES must be an integer"),
+    ({"local_device_ids": "0,x"}, {}, "--local_device_ids must be comma-separated"),
+])
+def test_bad_coordinates_name_the_setting(kwargs, env, message):
+    with pytest.raises(distributed.DistributedError, match=message):
+        distributed.resolve(**kwargs, environ=env)
+
+
+def test_single_process_helpers_are_plain():
+    import jax.numpy as jnp
+
+    assert distributed.is_primary() and distributed.agree(True) == 1 and distributed.agree(-1) == -1
+    distributed.sync("nothing to wait for")
+    distributed.check_same("x", "a value")
+    np.testing.assert_array_equal(distributed.fetch_global(jnp.arange(3)), np.arange(3))
