@@ -38,15 +38,19 @@ def test_pmap_on_eight_devices_equals_one_device(loaded, n, batch_size):
     on_eight = jax.device_put(loaded.params, NamedSharding(eight, P()))  # the sharded path keeps the mesh's params
     for mesh, mode, params in ((eight, "pmap", loaded.params), (one, "pmap", loaded.params),
                                (eight, "sharded", on_eight)):
-        got = score_pairs(loaded.model, params, data, batch_size=batch_size, mesh=mesh, buckets=buckets,
-                          mode=mode)
-        np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=f"{mode} on {mesh.devices.size} devices")
+        for pack_len in (None, 16):
+            got = score_pairs(loaded.model, params, data, batch_size=batch_size, mesh=mesh, buckets=buckets,
+                              mode=mode, pack_len=pack_len)
+            np.testing.assert_allclose(got, ref, atol=1e-5,
+                                       err_msg=f"{mode} on {mesh.devices.size} devices, pack_len={pack_len}")
     policy_ref = score_policy_pairs(loaded.model, loaded.params, data, batch_size=1, mesh=one, buckets=buckets,
                                     chunk_size=None, mode="sharded")
-    policy = score_policy_pairs(loaded.model, loaded.params, data, batch_size=batch_size, mesh=eight,
-                                buckets=buckets, chunk_size=8, mode="pmap")
-    assert policy.shape == (4, n)
-    np.testing.assert_allclose(policy, policy_ref, atol=1e-4, rtol=1e-5)
+    for pack_len, mesh, params, mode in ((None, eight, loaded.params, "pmap"), (16, eight, loaded.params, "pmap"),
+                                         (16, eight, on_eight, "sharded")):
+        policy = score_policy_pairs(loaded.model, params, data, batch_size=batch_size, mesh=mesh,
+                                    buckets=buckets, chunk_size=8, mode=mode, pack_len=pack_len)
+        assert policy.shape == (4, n)
+        np.testing.assert_allclose(policy, policy_ref, atol=1e-4, rtol=1e-5, err_msg=f"{mode} {pack_len}")
     lengths = np.array([len(x) - 1 for x in data.ids_a])  # response tokens predicted (position 0 is prompt)
     np.testing.assert_allclose(policy[2], policy[0] / lengths, rtol=1e-5)
 

@@ -27,7 +27,7 @@ from w2s_jax.data.bigbench import read_bigbench_pairs
 from w2s_jax.data.packing import packed_pair_microbatches
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.data.vocab import train_bpe_tokenizer
-from w2s_jax.eval.inference import pair_rewards, score_pairs
+from w2s_jax.eval.inference import packed_pair_rewards, pair_rewards, score_pairs
 from w2s_jax.models.build import build_model
 from w2s_jax.models.convert import resolve_source
 from w2s_jax.train import losses
@@ -94,12 +94,8 @@ def rm_loss(model, kind: str, alpha: float):
     """The objective of one reward-model run: (params, microbatch, progress) -> LossTerms."""
 
     def loss_fn(params, mb, progress):
-        if "segments" in mb:  # packed rows: A sides then B sides of the microbatch's pairs
-            r = model.apply({"params": params}, mb["ids"], mb["segments"], mb["seq_rows"], mb["seq_last"],
-                            method=model.packed_rewards)
-            z = r[: r.shape[0] // 2] - r[r.shape[0] // 2:]
-        else:
-            z = pair_rewards(model, params, mb)
+        # packed rows (A sides then B sides of the microbatch's pairs) or padded
+        z = (packed_pair_rewards if "segments" in mb else pair_rewards)(model, params, mb)
         if kind == "bce":
             return losses.rm_bce(z, mb["label"], mb["valid"], mb["gt"])
         if kind == "logconf":
@@ -134,6 +130,11 @@ class Experiment:
         self.runtime = {k: config.model[k] for k in ("param_dtype", "dtype", "remat_policy", "scan_layers",
                                                      "attention_impl")}
         self.run_log: dict[str, Any] = {"models": {}}
+
+    @property
+    def eval_pack_len(self) -> int | None:
+        """Scoring packs its batches like training does (`config.train.packing`)."""
+        return self.config.train.pack_len if self.config.train.packing else None
 
     def load_data(self) -> pairs_lib.PairSplits:
         splits = load_splits(self.config.data)
@@ -234,7 +235,7 @@ class RewardModelExperiment(Experiment):
         finally:
             store.close()
         z = score_pairs(model.model, result.params, test, batch_size=c.train.eval_batch_size, mesh=self.mesh,
-                        mode=c.eval.mode,
+                        mode=c.eval.mode, pack_len=self.eval_pack_len,
                         buckets=self.buckets, desc=f"{role}: D_test")
         self.record(role, store, result, started)
         correct = (z >= 0) == (test.extras["gt"] == 1)
@@ -247,7 +248,7 @@ class RewardModelExperiment(Experiment):
         dataset = self._pairs_dataset(ab, self.tokenizers[which], f"{which}-{name}-labels", ab.labels, ab.labels)
         z = score_pairs(labeller["model"].model, labeller["params"], dataset,
                         batch_size=self.config.train.eval_batch_size, mesh=self.mesh, buckets=self.buckets,
-                        mode=self.config.eval.mode, desc=f"{name} labels")
+                        mode=self.config.eval.mode, pack_len=self.eval_pack_len, desc=f"{name} labels")
         soft = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
         write_json_atomic(self.workdir / f"{name}_labels.json", {
             "labeller_fingerprint": labeller["fingerprint"], "soft_labels": soft.tolist(), "logits": z.tolist(),

@@ -53,7 +53,7 @@ class PreferenceExperiment(Experiment):
         c = self.config
         return score_policy_pairs(model.model, params, dataset, batch_size=c.train.eval_batch_size, mesh=self.mesh,
                                   buckets=self.buckets, chunk_size=c.po.logp_chunk or None, mode=c.eval.mode,
-                                  desc=desc)
+                                  pack_len=self.eval_pack_len, desc=desc)
 
     # -- one model: SFT, then DPO / SimPO, then D_test --------------------------------------------------------
     def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,

@@ -11,6 +11,9 @@ B (rejected). A and B of each pair run in one forward. Two ways to run it, chose
 * `"sharded"`: one `jax.jit` over the mesh, batch rows split over data x fsdp (the batch rounded up to a
   multiple of their size) and the parameters kept in their training sharding, for models too large to
   replicate on one device.
+
+Either way, `pack_len` packs each device's share of a batch into rows of >= pack_len tokens (segment-masked
+attention, the same numbers as padding) so compute goes to tokens, not padding.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 
 from w2s_jax import distributed
 from w2s_jax.data.batches import PairDataset, eval_batches, num_eval_batches
+from w2s_jax.data.packing import packed_microbatches
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import batch_sharding
 
@@ -40,41 +44,59 @@ def pair_rewards(model: Transformer, params, batch) -> jax.Array:
     return r[:n] - r[n:]
 
 
+def packed_pair_rewards(model: Transformer, params, mb) -> jax.Array:
+    """r(A) - r(B) for pairs packed into rows (A sides first, then B sides: `packing.packed_microbatches`)."""
+    r = model.apply({"params": params}, mb["ids"], mb["segments"], mb["seq_rows"], mb["seq_last"],
+                    method=model.packed_rewards)
+    return r[: r.shape[0] // 2] - r[r.shape[0] // 2:]
+
+
 def local_mesh_devices(mesh: Mesh) -> list:
     """The mesh's devices that belong to this process, in mesh order."""
     return [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
 
 
 def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str], *, batch_size: int, mesh: Mesh,
-                  buckets: Sequence[int], mode: str = "pmap", desc: str = "score") -> np.ndarray:
-    """`fn(params, batch) -> [..., rows]` over every example of `dataset` -> float32 [..., N] in dataset order."""
+                  buckets: Sequence[int], mode: str = "pmap", pack_len: int | None = None, token_level: bool = False,
+                  desc: str = "score") -> np.ndarray:
+    """`fn(params, batch) -> [..., rows]` over every example of `dataset` -> float32 [..., N] in dataset order.
+
+    `pack_len`: each device's share of a batch is packed into rows of >= pack_len tokens (A sides, then B sides)
+    instead of padded, and `fn` receives the packed arrays (`token_level` adds owner and loss_mask)."""
     if mode not in EVAL_MODES:
         raise ValueError(f"config.eval.mode must be one of {EVAL_MODES}, got {mode!r}")
     if mode == "pmap":
         devices = local_mesh_devices(mesh)
-        n_dev = len(devices)
-        batch_size = -(-batch_size // n_dev) * n_dev
+        n_groups = len(devices)
+        batch_size = -(-batch_size // n_groups) * n_groups
         run_fn = jax.pmap(fn, in_axes=(None, 0), devices=devices)
         # one full copy of the parameters on each device, placed once (not per batch)
         run_params = jax.device_put(params, NamedSharding(Mesh(np.array(devices), ("replica",)), P()))
 
-        def run(batch):
-            split = {k: batch[k].reshape(n_dev, -1, *batch[k].shape[1:]) for k in keys}
-            out = np.asarray(jax.device_get(run_fn(run_params, split)))  # [n_dev, ..., rows / n_dev]
+        def run(groups):  # [n_dev, ...] per field -> [n_dev, ..., rows / n_dev] -> [..., rows]
+            out = np.asarray(jax.device_get(run_fn(run_params, groups)))
             return np.concatenate(list(out), axis=-1)
     else:
-        rows = mesh.shape["data"] * mesh.shape["fsdp"]
+        n_groups, rows = 1, mesh.shape["data"] * mesh.shape["fsdp"]
         batch_size = -(-batch_size // rows) * rows
         jitted = jax.jit(fn)
 
-        def run(batch):
-            placed = {k: jax.device_put(batch[k], batch_sharding(mesh, batch[k].ndim)) for k in keys}
+        def run(groups):
+            placed = {k: jax.device_put(v[0], batch_sharding(mesh, v.ndim - 1) if k not in ("seq_rows", "seq_last")
+                                        else NamedSharding(mesh, P())) for k, v in groups.items()}
             return distributed.fetch_global(jitted(params, placed))
+
+    def split(batch):
+        if pack_len is None:
+            return {k: batch[k].reshape(n_groups, -1, *batch[k].shape[1:]) for k in keys}
+        row_multiple = 1 if mode == "pmap" else mesh.shape["data"] * mesh.shape["fsdp"]
+        return packed_microbatches(batch, n_groups, sides=("_a", "_b"), min_row_len=pack_len, buckets=buckets,
+                                   row_multiple=row_multiple, extra_keys=("valid",), token_level=token_level)
 
     out = None
     for batch in tqdm(eval_batches(dataset, batch_size, buckets=buckets), total=num_eval_batches(len(dataset),
                       batch_size), desc=desc, leave=False, disable=not distributed.is_primary()):
-        scores = np.asarray(run(batch), np.float32)
+        scores = np.asarray(run(split(batch)), np.float32)
         if out is None:
             out = np.full((*scores.shape[:-1], len(dataset)), np.nan, np.float32)
         keep = batch["valid"]
@@ -85,19 +107,21 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
 
 
 def score_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size: int, mesh: Mesh,
-                buckets: Sequence[int], mode: str = "pmap", desc: str = "score") -> np.ndarray:
+                buckets: Sequence[int], mode: str = "pmap", pack_len: int | None = None,
+                desc: str = "score") -> np.ndarray:
     """z = r(A) - r(B) for every pair of `dataset`, in order (float32 [N])."""
-    return score_dataset(lambda p, b: pair_rewards(model, p, b), params, dataset, REWARD_KEYS,
-                         batch_size=batch_size, mesh=mesh, buckets=buckets, mode=mode, desc=desc)
+    rewards = packed_pair_rewards if pack_len else pair_rewards
+    return score_dataset(lambda p, b: rewards(model, p, b), params, dataset, REWARD_KEYS, batch_size=batch_size,
+                         mesh=mesh, buckets=buckets, mode=mode, pack_len=pack_len, desc=desc)
 
 
 def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size: int, mesh: Mesh,
                        buckets: Sequence[int], chunk_size: int | None, mode: str = "pmap",
-                       desc: str = "score") -> np.ndarray:
+                       pack_len: int | None = None, desc: str = "score") -> np.ndarray:
     """[4, N] float32: summed log-probs of A (chosen) and B (rejected), then their per-token means, per pair."""
     from w2s_jax.train.policy import PAIR_KEYS, pair_logps
 
     keys = tuple(k for k in PAIR_KEYS if k != "valid")
     fn = lambda p, b: jnp.stack(pair_logps(model, p, b, chunk_size))
     return score_dataset(fn, params, dataset, keys, batch_size=batch_size, mesh=mesh, buckets=buckets, mode=mode,
-                         desc=desc)
+                         pack_len=pack_len, token_level=True, desc=desc)
