@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.rm_step import DATA, TOKENIZER_DIR, gpt2_tokenizer, timed_block  # noqa: E402
+from benchmarks.common import DATA, TOKENIZER_DIR, gpt2_tokenizer, timed_block  # noqa: E402
+from benchmarks.torch_ref import torch_policy_step  # noqa: E402
 from w2s_jax.data.batches import PairDataset, bucket_lengths, train_batches  # noqa: E402
 from w2s_jax.data.packing import packed_microbatches  # noqa: E402
 from w2s_jax.data.pairs import read_jsonl_pairs  # noqa: E402
@@ -46,31 +47,6 @@ from w2s_jax.train.policy import PAIR_KEYS, preference_objective  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LR, BETA = 1e-6, 0.1
-
-
-def torch_logps(model, ids, mask, loss_mask):
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-    return (logp * loss_mask[:, 1:]).sum(-1)
-
-
-def torch_dpo_step(policy, reference, opt, batch, micro: int) -> None:
-    n = len(batch["valid"])
-    for lo in range(0, n, micro):
-        sl = slice(lo, lo + micro)
-        mask = np.concatenate([batch["mask_a"][sl], batch["mask_b"][sl]])
-        longest = int(mask.sum(1).max())
-        t = lambda key: torch.from_numpy(np.concatenate([batch[f"{key}_a"][sl], batch[f"{key}_b"][sl]])
-                                         [:, :longest].astype(np.int64))
-        ids, mask, loss_mask = t("ids"), t("mask"), t("loss_mask")
-        pol = torch_logps(policy, ids, mask, loss_mask)
-        with torch.no_grad():
-            ref = torch_logps(reference, ids, mask, loss_mask)
-        k = len(pol) // 2
-        margin = BETA * ((pol[:k] - pol[k:]) - (ref[:k] - ref[k:]))
-        (-torch.nn.functional.logsigmoid(margin).mean() * k / n).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
 
 
 def main(argv=None) -> dict:
@@ -141,7 +117,7 @@ def main(argv=None) -> dict:
                    (1 if a.layout == "packed" else 2) for b in batches)
     ours_t = timed_block("ours", ours_step, batches)
     opt = torch.optim.Adam(policy.parameters(), lr=LR)
-    torch_t = timed_block("torch", lambda b: torch_dpo_step(policy, reference, opt, b, a.micro), batches)
+    torch_t = timed_block("torch", lambda b: torch_policy_step(policy, reference, opt, b, a.micro, "dpo", BETA, 0.0), batches)
     rate = lambda t: a.batch_size * len(t["seconds"]) / sum(t["seconds"])
     result = {
         "benchmark": "dpo_step", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
