@@ -98,6 +98,7 @@ def test_changed_config_does_not_reuse_stale_models(first_run, tmp_path):
 
     copy = tmp_path / "wd"
     shutil.copytree(workdir, copy)
+    (copy / "results.json").unlink()  # another config's results are never overwritten; the store is reused
     run(changed, copy, n_devices=1)
     log = json.loads((copy / "run_log.json").read_text())
     assert log["models"]["student_explicit"]["steps_run"] == 96 // 16

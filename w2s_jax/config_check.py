@@ -76,6 +76,10 @@ def validate(c, n_devices: int | None = None):
         _choice(c, f"{which}.init", ("pretrained", "random"))
         if not c[which].name:
             _fail(f"{which}.name", "must name a model (hub id or local directory)", c[which].name)
+        name = c[which].name
+        looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf")
+        if c[which].init == "pretrained" and looks_local and not os.path.exists(name):
+            _fail(f"{which}.name", "no such model directory or file", name)
         if c[which].init == "random":
             _choice(c, f"{which}.arch.family", ("gpt2", "opt", "llama"))
             if not (c[which].tokenizer or "").strip():
@@ -124,7 +128,8 @@ def validate(c, n_devices: int | None = None):
     except ValueError as e:
         raise ConfigError(f"config.mesh: {e}") from None
     rows = mesh.shape["data"] * mesh.shape["fsdp"]
-    for field, value in (("train.micro_batch_size", micro), ("train.eval_batch_size", c.train.eval_batch_size)):
+    micro_field = "train.micro_batch_size" if c.train.micro_batch_size else "train.batch_size"
+    for field, value in ((micro_field, micro), ("train.eval_batch_size", c.train.eval_batch_size)):
         if value % rows:
             _fail(field, f"must be a multiple of mesh data x fsdp = {rows} (each device takes whole rows)", value)
     if "sweep" in c and c.sweep.pairs:

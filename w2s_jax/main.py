@@ -1,7 +1,9 @@
 """Entry point: python -m w2s_jax.main --config=configs/rm_helpful.py[:demo] --workdir=DIR [--config.a.b=v]."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -9,6 +11,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a preset after ':').",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for checkpoints, logs and results.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results.json of a different config in --workdir "
+                               "(otherwise such a run is refused).")
 # Multi-process runs (see w2s_jax/distributed.py and launch/); unset flags fall back to W2S_* / JAX_* / SLURM.
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (env W2S_COORDINATOR).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (env W2S_NUM_PROCESSES).")
@@ -16,7 +20,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-
 _LOCAL_DEVICES = flags.DEFINE_string("local_device_ids", None,
                                      "Comma-separated local device ids this process uses (env W2S_LOCAL_DEVICE_IDS).")
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError)
+# stopped with one line on stderr and exit status 2: bad input, unusable paths or disks, a diverging run
+USER_ERRORS = (ValueError, OSError, NotImplementedError, FloatingPointError)
 
 
 def _load_config_file(spec: str):
@@ -46,13 +51,39 @@ def _unknown_override(argv) -> str | None:
     return None
 
 
+def _flag_error(argv, e: Exception) -> str:
+    """One line for a flag that did not parse: a missing config file, a preset that raised, a bad value."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is not None and not os.path.isfile(spec.partition(":")[0]):
+        return f"--config={spec}: file not found"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if "Error whilst parsing config file" in str(e) and lines:
+        return f"--config={spec}: {lines[-1]}"  # the last traceback line: the config's own exception
+    return (lines[0] if lines else type(e).__name__).removeprefix("flag --")
+
+
 def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except (AttributeError, KeyError) as e:
-        message = _unknown_override(argv) or f"could not apply config overrides ({e})"
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        try:
+            message = _unknown_override(argv) or f"could not apply config overrides ({e})"
+        except Exception as inner:  # the config file itself does not load
+            message = _flag_error(argv, inner)
+    except (flags.Error, ValueError, OSError) as e:
+        message = _flag_error(argv, e)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_workdir(path: str) -> None:
+    """Stop before compute when results could not be written to `path`."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OSError(f"--workdir={path}: cannot write there ({e.strerror or e})") from None
 
 
 def main(argv) -> None:
@@ -73,10 +104,11 @@ def main(argv) -> None:
     config = _CONFIG.value
     try:
         mesh = validate(config)
+        check_workdir(_WORKDIR.value)
         logging.info("mesh %s on %s", dict(mesh.shape), mesh.devices.flat[0].platform)
-        results = pipeline.run(config, _WORKDIR.value, mesh)
+        results = pipeline.run(config, _WORKDIR.value, mesh, overwrite=_OVERWRITE.value)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
     distributed.sync("run-end")
     if not distributed.is_primary():
@@ -84,6 +116,11 @@ def main(argv) -> None:
     for m in results["models"]:
         print(f"{m['role']:>22}  test accuracy {m['test_accuracy']:.4f}")
     print(f"results: {_WORKDIR.value}/results.json")
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split("\n")).strip()
+    return text or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from w2s_jax import faults
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import PairDataset, bucket_lengths
 from w2s_jax.data.bigbench import read_bigbench_pairs
@@ -153,7 +154,26 @@ class Experiment:
             if key not in by_name:
                 by_name[key] = load_tokenizer(c[which], corpus, c.model.trust_remote_code)
             out[which] = by_name[key]
+        self.check_models(out)
         return out
+
+    def check_models(self, tokenizers: dict) -> None:
+        """Every pretrained model's config against its tokenizer and data.max_len, before any model trains (a
+        random-init model is built to fit both)."""
+        import transformers
+
+        from w2s_jax.models import registry
+        from w2s_jax.models.build import check_compatible
+
+        c = self.config
+        for which in self.model_keys:
+            spec = c[which]
+            if spec.init != "pretrained" or spec.name.endswith(".gguf"):
+                continue
+            hf_config = transformers.AutoConfig.from_pretrained(resolve_source(spec.name),
+                                                                trust_remote_code=c.model.trust_remote_code)
+            check_compatible(registry.config_from_hf(hf_config, **self.runtime), tokenizers[which],
+                             c.data.max_len, f"config.{which} ({spec.name})")
 
     def students(self) -> list[str]:
         return [s.strip() for s in self.config.students.split(",") if s.strip()]
@@ -166,6 +186,7 @@ class Experiment:
     def record(self, role: str, store: ModelStore, result, started: float) -> None:
         self.run_log["models"][role] = {"reused": result.reused, "steps_run": result.steps_run,
                                         "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
+        faults.point("after_model", role)
 
     def store(self, role: str, spec: dict) -> ModelStore:
         """The checkpoint store of one trained model. Ceilings share one name whatever their place (a sweep's
@@ -333,8 +354,49 @@ def with_report(workdir: Path, results: dict) -> dict:
     return results
 
 
-def run(config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None = None) -> dict:
-    """One experiment (or, when `config.sweep.pairs` lists weak->strong pairs, a sweep of them)."""
+# config fields that change how results are computed, not what they are (as the mesh is not in a fingerprint)
+RESULT_NEUTRAL_FIELDS = ("mesh", "train.micro_batch_size", "train.save_every", "train.eval_batch_size",
+                         "model.remat_policy", "model.scan_layers", "model.attention_impl", "eval.mode")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_results_config(config, workdir: str | Path) -> None:
+    """Refuse (before any compute) to overwrite `workdir/results.json` when it holds another config's results."""
+    path = Path(workdir) / "results.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: exists but its config cannot be read ({type(e).__name__}); use a fresh "
+                         "--workdir, or --overwrite to replace it") from None
+    new = json.loads(json.dumps(config.to_dict(), default=str))
+    neutral = lambda k: any(k == f or k.startswith(f + ".") for f in RESULT_NEUTRAL_FIELDS)  # noqa: E731
+    old_flat, new_flat = _flat(old), _flat(new)
+    diffs = [k for k in sorted(set(old_flat) | set(new_flat))
+             if not neutral(k) and old_flat.get(k, "<absent>") != new_flat.get(k, "<absent>")]
+    if diffs:
+        shown = "; ".join(f"{k}: {old_flat.get(k, '<absent>')!r} there, {new_flat.get(k, '<absent>')!r} here"
+                          for k in diffs[:3])
+        more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise ValueError(f"{path} holds the results of a different config ({shown}{more}); use a fresh --workdir, "
+                         "or --overwrite to replace them")
+
+
+def run(config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None = None,
+        overwrite: bool = False) -> dict:
+    """One experiment (or, when `config.sweep.pairs` lists weak->strong pairs, a sweep of them). Refuses a
+    `workdir` whose results.json holds another config's results unless `overwrite`."""
+    if store_root is None and not overwrite:
+        check_results_config(config, workdir)
     if config.get("sweep") and config.sweep.pairs and store_root is None:
         from w2s_jax.sweep import run_sweep
 

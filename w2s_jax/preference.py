@@ -7,9 +7,12 @@ explicit conflict (reverse), high-confidence filters, and bootstrapping through 
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
+
+from w2s_jax import distributed
 
 from w2s_jax.data.batches import PairDataset, SequenceDataset
 from w2s_jax.data.packing import packed_microbatches
@@ -17,7 +20,7 @@ from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.eval.inference import score_policy_pairs
 from w2s_jax.models.build import build_model
 from w2s_jax.pipeline import Experiment, hash_arrays
-from w2s_jax.train.checkpoint import ModelStore, write_json_atomic
+from w2s_jax.train.checkpoint import ModelStore, write_atomic, write_json_atomic
 from w2s_jax.train.loop import train
 from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
 from w2s_jax.train.step import to_microbatches
@@ -25,6 +28,7 @@ from w2s_jax.train.step import to_microbatches
 STUDENTS = ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
             "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")
 DPO_CONFIDENCE_SCALE = 50.0  # the original's sigma(log_ps / 50) for DPO confidences
+log = logging.getLogger(__name__)
 
 
 class PreferenceExperiment(Experiment):
@@ -116,15 +120,19 @@ class PreferenceExperiment(Experiment):
         """Summed log-probs of the SFT model on every training pair, computed once and kept beside the DPO
         checkpoints (a resumed run reads them back instead of recomputing)."""
         path = store.directory / "reference_logps.npy"
-        if path.exists():
-            refs = np.load(path)
-            if refs.shape == (2, len(pairs)):
-                return refs
+        try:
+            refs = np.load(path) if path.exists() else None
+        except (OSError, ValueError) as e:  # unreadable: computed again, never half-used
+            log.warning("%s is unreadable (%s); computing the reference log-probs again", path, e)
+            refs = None
+        usable = refs is not None and refs.shape == (2, len(pairs)) and bool(np.isfinite(refs).all())
+        if distributed.agree(usable):  # every process reads, or every process scores (a collective)
+            if not usable:
+                raise OSError(f"{path}: the primary process reads it but this process cannot")
+            return refs
         refs = self._score(model, sft_params, pairs, "reference log-probs")[:2]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, refs)
-        tmp.replace(path)
+        if distributed.is_primary():
+            write_atomic(path, lambda f: np.save(f, refs), mode="wb")
         return refs
 
     # -- labels ---------------------------------------------------------------------------------------------

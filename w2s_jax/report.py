@@ -19,12 +19,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from w2s_jax.eval import deception as dm
-from w2s_jax.train.checkpoint import write_json_atomic
+from w2s_jax.train.checkpoint import write_atomic, write_json_atomic
 
 DS_LABELS = {"ds_a": "DS-A", "ds_b_over_nc_right": "DS-B (over N right in R)",
              "ds_b_over_region": "DS-B (over |R|)", "ds_c": "DS-C"}
@@ -135,18 +134,8 @@ def json_ready(obj: Any) -> Any:
 
 
 def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through a temp file in the same directory, then os.replace; the result is 0644."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write through a temp file in the same directory, fsync, then os.replace; the result is 0644."""
+    write_atomic(path, write, mode)
 
 
 def fmt(x: Any) -> str:

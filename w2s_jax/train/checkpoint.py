@@ -3,7 +3,11 @@
 Layout: `<workdir>/models/<name>-<fingerprint[:16]>/` holds `model.json` (the full fingerprint, the inputs it
 was computed from, and `status`: "training" or "complete"), `ckpt/<step>/` (orbax, every N steps and at the
 end) and, once complete, nothing else changes. `model.json` is written atomically, and "complete" only after
-the final checkpoint is on disk, so a crash can never leave a model that looks finished but is not.
+the final checkpoint is on disk (fsynced), so a crash can never leave a model that looks finished but is not.
+
+`checksums.json` holds, per saved step, a checksum of the state's bits computed on device before the write; a
+restore recomputes it, so a checkpoint whose bytes changed on disk (orbax would load a flipped byte silently) is
+set aside under `unusable/` with a warning and the previous one is used instead, or the model is retrained.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from w2s_jax import distributed
@@ -28,23 +33,86 @@ def fingerprint(spec: Any) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write `obj` as JSON through a temp file and a rename. In a multi-process run only the primary process
-    writes (every process holds the same results; a shared directory must get one writer)."""
-    if not distributed.is_primary():
-        return
+def write_atomic(path: str | os.PathLike, write, mode: str = "w") -> None:
+    """`write(file)` into a temp file beside `path`, fsync, rename over `path`, fsync the directory: a reader
+    (or a crash at any point) sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a shared group
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, default=str)
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every file and directory under `directory` to disk (a checkpoint before it is declared final)."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON atomically (`write_atomic`). In a multi-process run only the primary process
+    writes (every process holds the same results; a shared directory must get one writer)."""
+    if distributed.is_primary():
+        write_atomic(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True, default=str))
+
+
+def _bits(x):
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    return jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)  # 8-byte leaves: two words each
+
+
+@jax.jit
+def _digest(tree):
+    """Two order-independent sums of every bit pattern times odd position weights (any one flipped bit changes
+    both; integer sums are exact whatever the sharding), and whether every float is finite."""
+    a = b = jnp.uint32(0)
+    finite = jnp.bool_(True)
+    for i, leaf in enumerate(jax.tree.leaves(tree)):
+        bits = _bits(leaf).ravel()
+        idx = jnp.arange(bits.size, dtype=jnp.uint32)
+        a += jnp.sum(bits * ((idx * jnp.uint32(0x9E3779B1) + jnp.uint32(i)) * jnp.uint32(2) + jnp.uint32(1)),
+                     dtype=jnp.uint32)
+        b += jnp.sum(bits * ((idx * jnp.uint32(0x85EBCA77) + jnp.uint32(7 * i + 3)) * jnp.uint32(2) + jnp.uint32(1)),
+                     dtype=jnp.uint32)
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            finite &= jnp.all(jnp.isfinite(leaf))
+    return a, b, finite
+
+
+def state_checksum(tree) -> tuple[str, bool]:
+    """(checksum of the tree's bits, every float finite); a collective in a multi-process run."""
+    a, b, finite = (distributed.fetch_global(x) for x in _digest(tree))
+    return f"{int(a):08x}{int(b):08x}", bool(finite)
+
+
+class CorruptCheckpoint(ValueError):
+    pass
 
 
 class ModelStore:
@@ -68,8 +136,11 @@ class ModelStore:
 
     @property
     def complete(self) -> bool:
+        """model.json says complete and the final checkpoint it names is there (whether it restores is checked
+        by `restore_verified`)."""
         meta = self._meta()
-        return bool(meta and meta.get("status") == "complete" and self.latest_step() is not None)
+        return bool(meta and meta.get("status") == "complete" and self.latest_step() is not None
+                    and self.latest_step() == meta.get("steps", self.latest_step()))
 
     def mark(self, status: str, **extra) -> None:
         write_json_atomic(self.directory / "model.json",
@@ -89,21 +160,84 @@ class ModelStore:
             return None
         return self.manager.latest_step()
 
-    def save(self, step: int, state, force: bool = False) -> None:
+    def save(self, step: int, state, force: bool = False) -> bool:
+        """Start writing `state` as checkpoint `step` when it is due (orbax finishes the write in the background);
+        True when a write started."""
         if force or (self.save_every and step % self.save_every == 0):
-            self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            self._write(step, state)
+            return True
+        return False
+
+    def _write(self, step: int, state) -> None:
+        checksum, _ = state_checksum(state)  # recorded before the step exists on disk
+        sums = self._checksums()
+        sums[str(step)] = checksum
+        newest = sorted(sums, key=int)[-(self._keep + 2):]
+        write_json_atomic(self.directory / "checksums.json", {k: sums[k] for k in newest})
+        self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def _checksums(self) -> dict:
+        try:
+            sums = json.loads((self.directory / "checksums.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return sums if isinstance(sums, dict) else {}
 
     def finish(self, step: int, state, **extra) -> None:
         if self.manager.latest_step() != step:
-            self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            self._write(step, state)
         self.manager.wait_until_finished()
+        fsync_tree(self.directory / "ckpt" / str(step))  # each process its own files
+        distributed.sync(f"ckpt-durable:{self.fingerprint}:{step}")
         self.mark("complete", steps=step, **extra)
 
     def restore(self, abstract_state, step: int | None = None):
-        """Restore into the shardings carried by `abstract_state` (a tree of jax.ShapeDtypeStruct)."""
+        """Restore into the shardings carried by `abstract_state` (a tree of jax.ShapeDtypeStruct) and check it
+        against the checksum recorded at save time; raises CorruptCheckpoint when it does not match."""
         step = self.latest_step() if step is None else step
         self.manager.wait_until_finished()
-        return step, self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        checksum, finite = state_checksum(state)
+        expected = self._checksums().get(str(step))
+        if expected is not None and checksum != expected:
+            raise CorruptCheckpoint(f"checksum {checksum} differs from the {expected} recorded when it was saved")
+        if not finite:
+            raise CorruptCheckpoint("it holds NaN or Inf values")
+        return step, state
+
+    def restore_verified(self, abstract_state):
+        """(step, state) of the newest checkpoint that restores and matches its checksum, or None. Each one
+        that does not is moved to `unusable/` with a warning (kept for inspection, never loaded again). Every
+        process follows the primary's verdict."""
+        while True:
+            found = self.latest_step()
+            step = distributed.agree(-1 if found is None else found)
+            if step < 0:
+                return None
+            try:
+                restored, error = self.restore(abstract_state, step), None
+            except Exception as e:  # orbax/tensorstore raise many types for a truncated or unreadable file
+                restored, error = None, e
+            if distributed.agree(error is None):
+                if error is not None:
+                    raise CorruptCheckpoint(f"{self.directory}: step {step} restores in the primary process "
+                                            f"but not here: {error}") from error
+                return restored
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            log.warning("%s: checkpoint at step %d is unusable (%s: %s); setting it aside and falling back",
+                        self.directory, step, type(error).__name__, reason)
+            self._set_aside(step)
+
+    def _set_aside(self, step: int) -> None:
+        self.close()
+        if distributed.is_primary():
+            target = self.directory / "unusable" / str(step)
+            k = 1
+            while target.exists():
+                target, k = self.directory / "unusable" / f"{step}.{k}", k + 1
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.directory / "ckpt" / str(step), target)
+        distributed.sync(f"ckpt-aside:{self.fingerprint}:{step}")
 
     def close(self) -> None:
         if self._manager is not None:

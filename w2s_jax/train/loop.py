@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from w2s_jax import distributed
+from w2s_jax import distributed, faults
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, train_batches
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
@@ -66,17 +66,19 @@ def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDatas
     optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
     state = step_lib.init_state(params, optimizer)
     distributed.check_same(store.fingerprint, f"{desc}: the model fingerprint")
-    if distributed.agree(store.complete):
-        _, restored = store.restore(abstract_of(state))
+    complete = distributed.agree(store.complete)
+    found = store.restore_verified(abstract_of(state))  # None when there is no usable checkpoint
+    if complete and found is not None and found[0] == nsteps:
         log.info("%s: reusing finished checkpoint %s", desc, store.directory)
-        return TrainResult(restored.params, 0, True, [])
+        return TrainResult(found[1].params, 0, True, [])
+    if complete:  # never trust a finished model whose final checkpoint does not restore
+        log.warning("%s: %s is marked complete but its final checkpoint is unusable; %s", desc, store.directory,
+                    f"resuming from step {found[0]}" if found else "training it again")
     start = 0
-    found = store.latest_step()
-    latest = distributed.agree(-1 if found is None else found)
-    if latest >= 0:
-        start, state = store.restore(abstract_of(state), step=latest)
+    if found is not None:
+        start, state = found
         log.info("%s: resuming from step %d of %d (%s)", desc, start, nsteps, store.directory)
-    else:
+    if found is None or complete:
         store.mark("training", steps=nsteps)
     distributed.sync(f"train-start:{store.fingerprint}")
     step_fn = step_lib.make_train_step(loss_fn, optimizer, step_lib.state_shardings(state), nsteps)
@@ -88,14 +90,20 @@ def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDatas
         micro = step_lib.place_batch(prepare(batch, spec.n_micro), mesh)
         state, metrics = step_fn(state, micro)
         metrics = {name: float(v) for name, v in distributed.fetch_global_tree(metrics).items()}
-        if not math.isfinite(metrics["loss"]):
-            raise NonFiniteLossError(f"{desc}: loss is {metrics['loss']} at step {k + 1}; stopping. The last good "
-                                     f"checkpoint ({store.latest_step()}) in {store.directory} stays loadable.")
+        bad = next((name for name in ("loss", "grad_norm") if not math.isfinite(metrics.get(name, 0.0))), None)
+        if bad is not None:  # checked before the save: the new state is never written
+            last = store.latest_step()
+            kept = f"the last good checkpoint (step {last}) in {store.directory} stays loadable" if last else \
+                "no checkpoint was written before it"
+            raise NonFiniteLossError(f"{desc}: {bad} is {metrics[bad]} at step {k + 1}; stopping ({kept}). "
+                                     "Lower train.lr or check the data.")
         metrics.update(step=k + 1, lr=float(optimizer_lr(spec, nsteps, k)))
         history.append(metrics)
         if log_fn is not None:
             log_fn(metrics)
-        store.save(k + 1, state)
+        faults.point("after_step", k + 1, f"{desc}:{k + 1}")
+        if store.save(k + 1, state):
+            faults.point("during_save", k + 1, f"{desc}:{k + 1}")  # the write is in flight
     store.finish(nsteps, state)
     distributed.sync(f"train-end:{store.fingerprint}")
     return TrainResult(state.params, nsteps - start, False, history)
