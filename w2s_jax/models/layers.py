@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2s_jax.models import sharding
 from w2s_jax.models.config import ModelConfig
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -182,7 +183,7 @@ def stacked_layers(block_cls: type, cfg: ModelConfig, name: str = "layers") -> n
 
     A block is called as `block(x, rows, rope) -> (x, None)`, the signature nn.scan expects.
     """
-    layer = block_cls
+    layer = _batch_sharded_input(block_cls)
     if cfg.remat_policy != "none":
         layer = nn.remat(layer, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
     scanned = nn.scan(
@@ -191,6 +192,18 @@ def stacked_layers(block_cls: type, cfg: ModelConfig, name: str = "layers") -> n
         unroll=1 if cfg.scan_layers else cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})
     return scanned(cfg, name=name)
+
+
+def _batch_sharded_input(block_cls: type) -> type:
+    """`block_cls` whose input (the residual stream) is pinned to batch-sharded, features whole, under
+    `sharding.activation_sharding`: so FSDP all-gathers each layer's weights, never the activations."""
+
+    class BatchShardedInput(block_cls):
+        def __call__(self, x, rows, rope):
+            return block_cls.__call__(self, sharding.constrain(x, ("batch", None, None)), rows, rope)
+
+    BatchShardedInput.__name__ = BatchShardedInput.__qualname__ = block_cls.__name__
+    return BatchShardedInput
 
 
 class MLP(nn.Module):

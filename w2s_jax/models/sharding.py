@@ -6,6 +6,8 @@ dimensions with the logical names below.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any, Sequence
 
@@ -105,3 +107,31 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """Host array -> sharded device array; each device receives only its own shard."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Activations
+
+_ACTIVATION_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("activation_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh | None):
+    """While tracing inside this context, `constrain` pins activations onto `mesh` (outside it, a no-op).
+
+    Without such anchors GSPMD may meet FSDP-sharded weights (`embed -> fsdp`) and a batch-sharded input by
+    all-gathering the activations instead of the weights: every device then holds the whole batch's activations,
+    which for a 7B model is ~10x the memory (see benchmarks/memory_7b.py)."""
+    token = _ACTIVATION_MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _ACTIVATION_MESH.reset(token)
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+    """`with_sharding_constraint` by logical axis names on the mesh of `activation_sharding` (else unchanged)."""
+    mesh = _ACTIVATION_MESH.get()
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(logical_axes, x.shape, mesh)))

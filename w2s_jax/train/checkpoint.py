@@ -11,6 +11,8 @@ set aside under `unusable/` with a warning and the previous one is used instead,
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -145,6 +147,26 @@ class ModelStore:
     def mark(self, status: str, **extra) -> None:
         write_json_atomic(self.directory / "model.json",
                           {"fingerprint": self.fingerprint, "spec": self.spec, "status": status, **extra})
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Hold this model's lock file while deciding reuse/resume and training, so concurrent runs that share
+        `models/` (a sweep) train a model once: the second waits, then finds it complete. Only the primary
+        process locks (the others follow its decisions); `flock` is per host, as are such sweeps."""
+        if not distributed.is_primary():
+            yield
+            return
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.directory.parent / f".{self.directory.name}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("%s is being trained by another run; waiting for it", self.directory.name)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- orbax ----------------------------------------------------------------------------------------------
     @property

@@ -63,6 +63,13 @@ def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDatas
     if nsteps < 1:
         raise ValueError(f"{desc}: {len(dataset)} examples x {spec.epochs} epochs give no full batch of "
                          f"{spec.batch_size}")
+    with store.exclusive():
+        return _train(params, loss_fn, dataset, spec, nsteps, mesh=mesh, store=store, buckets=buckets,
+                      prepare=prepare, log_fn=log_fn, desc=desc)
+
+
+def _train(params, loss_fn, dataset, spec: TrainSpec, nsteps: int, *, mesh, store: ModelStore, buckets, prepare,
+           log_fn, desc: str) -> TrainResult:
     optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
     state = step_lib.init_state(params, optimizer)
     distributed.check_same(store.fingerprint, f"{desc}: the model fingerprint")

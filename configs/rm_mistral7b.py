@@ -1,0 +1,41 @@
+"""Reward modelling with a Mistral-7B strong student (the paper's largest student): weak gpt2 -> strong
+mistralai/Mistral-7B-v0.1, the `rm_helpful` recipe (4000/4000/4000 pairs, lr 1e-5 cosine to 0, batch 32,
+max_len 512, 1 epoch, helpfulness conflict) run the way a 7B model fits: bf16 compute over fp32 master weights,
+full rematerialisation of each decoder layer, layers scanned, FSDP over every device, scoring sharded.
+
+    launch/local.sh --config=configs/rm_mistral7b.py --workdir=runs/mistral7b              # one host, its GPUs
+    sbatch launch/slurm.sbatch --config=configs/rm_mistral7b.py --workdir=/shared/runs/m7b  # several hosts
+
+Preset `paper` (the default). `benchmarks/memory_7b.py` measures what this step needs per device (about 19 GiB
+on an 8-device mesh at 32 pairs x 512 tokens, against ~96 GiB without remat). `micro_batch_size` splits the
+batch if fewer devices hold it (e.g. 4 GPUs: the same settings, or 16 pairs per microbatch to be safe).
+"""
+import importlib.util
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+_spec = importlib.util.spec_from_file_location("rm_helpful", Path(__file__).with_name("rm_helpful.py"))
+rm_helpful = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rm_helpful)
+
+MISTRAL_7B = "mistralai/Mistral-7B-v0.1"
+
+
+def at_7b_scale(c: ConfigDict) -> ConfigDict:
+    """Runtime knobs for a 7B model (none of them changes what is trained: not part of the fingerprint)."""
+    c.model.update(param_dtype="float32", dtype="bfloat16", remat_policy="full", scan_layers=True,
+                   attention_impl="auto")
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
+    c.eval.mode = "sharded"  # a replicated fp32 copy per device (pmap scoring) would not fit next to training
+    c.train.eval_batch_size = 32
+    return c
+
+
+def get_config(preset: str = "paper") -> ConfigDict:
+    if preset not in ("paper", ""):
+        raise ValueError(f"unknown preset {preset!r} for configs/rm_mistral7b.py; use 'paper'")
+    c = rm_helpful.get_config("paper")
+    c.weak = rm_helpful.model_spec("gpt2")
+    c.strong = rm_helpful.model_spec(MISTRAL_7B)
+    return at_7b_scale(c)
