@@ -39,6 +39,8 @@ def test_sweep_runs_every_pair_and_trains_shared_models_once(swept):
     run_log = json.loads((workdir / second["workdir"] / "run_log.json").read_text())
     assert run_log["models"]["weak_ceiling"]["reused"] is True  # trained in the first pair, not again
     assert run_log["models"]["strong_ceiling"]["reused"] is False
+    trained = [m for m in run_log["models"].values() if not m["reused"]]
+    assert trained and all(1 <= m["train_step_compiles"] <= 4 for m in trained)  # few shapes per stage
     for pair in results["pairs"]:
         assert (workdir / pair["workdir"] / "results.json").is_file()  # each pair keeps its own results
 

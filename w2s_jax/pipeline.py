@@ -185,6 +185,7 @@ class Experiment:
 
     def record(self, role: str, store: ModelStore, result, started: float) -> None:
         self.run_log["models"][role] = {"reused": result.reused, "steps_run": result.steps_run,
+                                        "train_step_compiles": len(result.compiled_shapes),
                                         "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
         faults.point("after_model", role)
 

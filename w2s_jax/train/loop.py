@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -50,6 +50,7 @@ class TrainResult:
     steps_run: int  # train steps executed in this call (0 when a finished checkpoint was reused)
     reused: bool
     history: list[dict]
+    compiled_shapes: list[tuple] = field(default_factory=list)  # distinct input shapes = train-step compiles
 
 
 def train(params, loss_fn: step_lib.LossFn, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
@@ -90,11 +91,13 @@ def _train(params, loss_fn, dataset, spec: TrainSpec, nsteps: int, *, mesh, stor
     distributed.sync(f"train-start:{store.fingerprint}")
     step_fn = step_lib.make_train_step(loss_fn, optimizer, step_lib.state_shardings(state), nsteps)
     history: list[dict] = []
+    shapes: dict[tuple, None] = {}
     batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=buckets,
                             start_step=start)
     bar = tqdm(batches, total=nsteps - start, desc=desc, leave=False, disable=not distributed.is_primary())
     for k, batch in enumerate(bar, start=start):
         micro = step_lib.place_batch(prepare(batch, spec.n_micro), mesh)
+        shapes[tuple(sorted((name, tuple(v.shape)) for name, v in micro.items()))] = None
         state, metrics = step_fn(state, micro)
         metrics = {name: float(v) for name, v in distributed.fetch_global_tree(metrics).items()}
         bad = next((name for name in ("loss", "grad_norm") if not math.isfinite(metrics.get(name, 0.0))), None)
@@ -113,7 +116,7 @@ def _train(params, loss_fn, dataset, spec: TrainSpec, nsteps: int, *, mesh, stor
             faults.point("during_save", k + 1, f"{desc}:{k + 1}")  # the write is in flight
     store.finish(nsteps, state)
     distributed.sync(f"train-end:{store.fingerprint}")
-    return TrainResult(state.params, nsteps - start, False, history)
+    return TrainResult(state.params, nsteps - start, False, history, list(shapes))
 
 
 def optimizer_lr(spec: TrainSpec, nsteps: int, k: int) -> float:
