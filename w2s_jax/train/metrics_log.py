@@ -1,9 +1,12 @@
 """Training metrics to `metrics.jsonl` (one line per step, with the model's role) and TensorBoard events.
 
-In a multi-process run only the primary process writes (every process sees the same, gathered metrics)."""
+In a multi-process run only the primary process writes (every process sees the same, gathered metrics). A run
+resumed after a crash appends to the same file: the steps it replays appear again, and a last line cut off by the
+crash is dropped first, so every line stays valid JSON."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from w2s_jax import distributed
@@ -13,6 +16,8 @@ class MetricsLog:
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
         self.enabled = distributed.is_primary()
+        if self.enabled and (self.workdir / "metrics.jsonl").exists():
+            _drop_partial_last_line(self.workdir / "metrics.jsonl")
         self._file = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8") if self.enabled else None
         self._writers: dict = {}
 
@@ -44,3 +49,19 @@ class MetricsLog:
         for writer in self._writers.values():
             if writer is not None:
                 writer.close()
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """Truncate `path` after its last newline (a crash mid-write leaves half a line)."""
+    with open(path, "rb+") as f:
+        end = pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            size = min(1 << 16, pos)
+            pos -= size
+            f.seek(pos)
+            cut = f.read(size).rfind(b"\n")
+            if cut >= 0:
+                if pos + cut + 1 < end:
+                    f.truncate(pos + cut + 1)
+                return
+        f.truncate(0)
