@@ -1,0 +1,228 @@
+"""Per-device memory of a Mistral-7B reward-model and DPO train step on an 8-device mesh, without any weights.
+
+Ahead-of-time compilation: the train state and the batch are `jax.ShapeDtypeStruct`s carrying their mesh
+shardings (nothing is allocated), the real `make_train_step` is lowered and compiled, and XLA's
+`memory_analysis()` of the per-device (SPMD-partitioned) program gives the argument, output, temporary and
+generated-code bytes. Peak = arguments + outputs - aliased (the donated state) + temporaries.
+
+    python -m benchmarks.memory_7b                       # 8 fake CPU devices, fsdp=8, 32 pairs x 512, bf16, remat
+    python -m benchmarks.memory_7b --remat=none,dots_no_batch,full --micro=32,8 --objectives=rm
+    python -m benchmarks.memory_7b --layers=32,2,4       # also fit per-layer scaling from smaller stacks
+
+The mesh devices are fake CPU devices (`--xla_force_host_platform_device_count`, set here before JAX loads), so
+the figures are XLA:CPU's buffer assignment for the same partitioned program; a GPU build fuses differently (its
+temporaries are usually smaller, cuDNN attention does not materialise the score matrix). Figures go to
+`benchmarks/results/memory_7b-<hostname>-<date>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GIB = 2 ** 30
+# mistralai/Mistral-7B-v0.1 config.json
+MISTRAL_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                  num_key_value_heads=8, max_position_embeddings=32768, sliding_window=4096, rms_norm_eps=1e-5,
+                  tie_word_embeddings=False, hidden_act="silu", rope_parameters={"rope_type": "default",
+                                                                                   "rope_theta": 10000.0})
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--devices", type=int, default=8, help="fake CPU devices (and mesh size)")
+    p.add_argument("--fsdp", type=int, default=-1, help="mesh fsdp size (-1: what data and tensor leave)")
+    p.add_argument("--tensor", type=int, default=1)
+    p.add_argument("--data", type=int, default=1)
+    p.add_argument("--pairs", type=int, default=32, help="pairs per optimizer step")
+    p.add_argument("--seq", type=int, default=512, help="tokens per sequence (every sequence full length)")
+    p.add_argument("--micro", default="32", help="pairs per microbatch, comma-separated to try several")
+    p.add_argument("--remat", default="full", help="remat policies to try: none, full, dots, dots_no_batch")
+    p.add_argument("--layers", default="32", help="decoder layers, comma-separated (32 = the real model)")
+    p.add_argument("--objectives", default="rm,dpo", help="rm (BCE on soft labels) and/or dpo")
+    p.add_argument("--dtype", default="bfloat16", help="compute dtype (master weights stay float32)")
+    p.add_argument("--logp_chunk", type=int, default=128, help="DPO: time steps per log-softmax chunk")
+    p.add_argument("--budget_gib", type=float, default=60.0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+    import jax
+
+    rows = []
+    for objective in args.objectives.split(","):
+        for layers in (int(x) for x in args.layers.split(",")):
+            for remat in args.remat.split(","):
+                for micro in (int(x) for x in args.micro.split(",")):
+                    row = measure(args, objective.strip(), layers, remat.strip(), micro)
+                    rows.append(row)
+                    print(format_row(row), flush=True)
+    scaling = per_layer_scaling(rows)
+    for s in scaling:
+        print(f"{s['objective']:>4} remat={s['remat_policy']:<13} micro={s['micro_pairs']:<3} per layer "
+              f"{s['per_layer_gib']:.3f} GiB + {s['fixed_gib']:.2f} GiB fixed -> 32 layers {s['at_32_layers_gib']:.2f} "
+              f"GiB (fit on layers {s['layers']})")
+    now = datetime.now()
+    report = {"benchmark": "memory_7b", "date": now.isoformat(timespec="seconds"), "hostname": socket.gethostname(),
+              "argv": sys.argv[1:] if argv is None else list(argv), "jax": jax.__version__,
+              "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "model": "mistralai/Mistral-7B-v0.1 shape (random, abstract)", "budget_gib_per_device": args.budget_gib,
+              "note": "XLA:CPU buffer assignment of the SPMD-partitioned per-device program on fake CPU devices; "
+                      "peak = argument + output - alias + temp",
+              "results": rows, "per_layer_scaling": scaling}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"memory_7b-{socket.gethostname()}-{now:%Y%m%d-%H%M%S}.json"
+    import json
+
+    path.write_text(json.dumps(report, indent=1))
+    print(f"results: {path}")
+    return report
+
+
+def model_config(layers: int, dtype: str, remat: str):
+    import transformers
+
+    from w2s_jax.models import registry
+
+    hf = transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B)
+    return registry.config_from_hf(hf, param_dtype="float32", dtype=dtype, remat_policy=remat, scan_layers=True,
+                                   attention_impl="xla")
+
+
+def abstract_state(cfg, mesh, optimizer):
+    """TrainState of ShapeDtypeStructs in the shardings the real run uses (`step.init_state`'s)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from w2s_jax.models.convert import abstract_params
+    from w2s_jax.models.sharding import param_shardings, replicated
+    from w2s_jax.train.step import TrainState, opt_state_shardings
+
+    boxed = abstract_params(cfg, reward_head=True)
+    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
+                          param_shardings(boxed, mesh))
+    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                             jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
+    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh))
+    return TrainState(step=step, params=params, opt_state=opt_state), params
+
+
+def abstract_batch(objective: str, mesh, pairs: int, micro: int, seq: int):
+    import jax
+    import jax.numpy as jnp
+
+    from w2s_jax.train.step import microbatch_sharding
+
+    if pairs % micro:
+        raise ValueError(f"--micro={micro} must divide --pairs={pairs}")
+    n_micro = pairs // micro
+    tokens = {"rm": ("ids_a", "mask_a", "ids_b", "mask_b"),
+              "dpo": ("ids_a", "mask_a", "loss_mask_a", "ids_b", "mask_b", "loss_mask_b")}[objective]
+    per_pair = {"rm": ("label", "gt", "valid"), "dpo": ("valid", "acc", "ref_c", "ref_r")}[objective]
+    batch = {k: jax.ShapeDtypeStruct((n_micro, micro, seq), jnp.int32, sharding=microbatch_sharding(mesh, 3))
+             for k in tokens}
+    for k in per_pair:
+        dtype = jnp.bool_ if k in ("valid", "acc") else jnp.float32
+        batch[k] = jax.ShapeDtypeStruct((n_micro, micro), dtype, sharding=microbatch_sharding(mesh, 2))
+    return batch
+
+
+def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
+    from w2s_jax.models.heads import Transformer
+    from w2s_jax.models.sharding import make_mesh
+    from w2s_jax.train.optim import make_optimizer
+    from w2s_jax.train.step import make_train_step
+
+    mesh = make_mesh(args.data, args.fsdp, args.tensor)
+    cfg = model_config(layers, args.dtype, remat)
+    model = Transformer(cfg)
+    if objective == "rm":
+        from w2s_jax.pipeline import rm_loss
+
+        loss_fn, schedule, lr = rm_loss(model, "bce", 0.5), "cosine_to_zero", 1e-5
+    elif objective == "dpo":
+        from w2s_jax.train.policy import preference_objective
+
+        loss_fn = preference_objective(model, "dpo", beta=0.1, gamma=1.0, alpha=0.5, explicit=False,
+                                       chunk_size=args.logp_chunk or None)
+        schedule, lr = "warmup_constant", 1e-6
+    else:
+        raise ValueError(f"unknown objective {objective!r}; rm or dpo")
+    optimizer = make_optimizer(lr, 1000, schedule)
+    started = time.time()
+    state, params = abstract_state(cfg, mesh, optimizer)
+    shardings = jax_tree_shardings(state)
+    step = make_train_step(loss_fn, optimizer, shardings, 1000)
+    batch = abstract_batch(objective, mesh, args.pairs, micro, args.seq)
+    compiled = step.lower(state, batch).compile()
+    seconds = time.time() - started
+    mem = compiled.memory_analysis()
+    n_params = sum(x.size for x in jax_leaves(params))
+    arg, out, alias, temp = (mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.alias_size_in_bytes,
+                             mem.temp_size_in_bytes)
+    code = mem.generated_code_size_in_bytes
+    peak = arg + out - alias + temp
+    return {"objective": objective, "layers": layers, "params": int(n_params), "remat_policy": remat,
+            "micro_pairs": micro, "n_micro": args.pairs // micro, "pairs": args.pairs, "seq": args.seq,
+            "mesh": dict(mesh.shape), "compute_dtype": args.dtype, "param_dtype": "float32",
+            "argument_gib": arg / GIB, "output_gib": out / GIB, "alias_gib": alias / GIB, "temp_gib": temp / GIB,
+            "generated_code_gib": code / GIB, "peak_gib": peak / GIB, "total_with_code_gib": (peak + code) / GIB,
+            "fits_budget": peak / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}
+
+
+def jax_tree_shardings(tree):
+    import jax
+
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['objective']:>4} layers={r['layers']:<2} remat={r['remat_policy']:<13} micro={r['micro_pairs']:<3} "
+            f"mesh={r['mesh']} per device: args {r['argument_gib']:.2f} out {r['output_gib']:.2f} "
+            f"alias {r['alias_gib']:.2f} temp {r['temp_gib']:.2f} code {r['generated_code_gib']:.4f} -> "
+            f"peak {r['peak_gib']:.2f} GiB{'' if r['fits_budget'] else '  OVER BUDGET'} "
+            f"(compile {r['compile_seconds']} s)")
+
+
+def per_layer_scaling(rows: list[dict]) -> list[dict]:
+    """Least-squares peak = fixed + per_layer * layers, per (objective, remat, micro) measured at >= 2 depths."""
+    import numpy as np
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["objective"], r["remat_policy"], r["micro_pairs"]), []).append(r)
+    out = []
+    for (objective, remat, micro), rs in groups.items():
+        layers = sorted({r["layers"] for r in rs})
+        if len(layers) < 2:
+            continue
+        x = np.array([r["layers"] for r in rs], float)
+        y = np.array([r["peak_gib"] for r in rs], float)
+        slope, intercept = np.polyfit(x, y, 1)
+        out.append({"objective": objective, "remat_policy": remat, "micro_pairs": micro, "layers": layers,
+                    "per_layer_gib": float(slope), "fixed_gib": float(intercept),
+                    "at_32_layers_gib": float(intercept + 32 * slope)})
+    return out
+
+
+if __name__ == "__main__":
+    main()
