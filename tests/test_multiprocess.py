@@ -157,3 +157,52 @@ def test_single_process_helpers_are_plain():
     distributed.sync("nothing to wait for")
     distributed.check_same("x", "a value")
     np.testing.assert_array_equal(distributed.fetch_global(jnp.arange(3)), np.arange(3))
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+
+
+def _sweep_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("launch_sweep", REPO / "launch" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_grid_names_and_slots(capsys):
+    sweep = _sweep_module()
+    axes = [sweep.parse_axis("conflict.alpha=0.1,0.5"),
+            sweep.parse_axis("--config.students=no_conflict|implicit,explicit")]
+    points = sweep.grid_points(axes)
+    assert points == [{"conflict.alpha": "0.1", "students": "no_conflict"},
+                      {"conflict.alpha": "0.1", "students": "implicit,explicit"},
+                      {"conflict.alpha": "0.5", "students": "no_conflict"},
+                      {"conflict.alpha": "0.5", "students": "implicit,explicit"}]
+    assert sweep.run_name(1, points[1]) == "001-alpha=0.1_students=implicit-explicit"
+    assert sweep.make_slots("0,1,2,3", 2) == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    assert sweep.make_slots("cpu:3", 1) == [{"JAX_PLATFORMS": "cpu"}] * 3
+    with pytest.raises(ValueError, match="does not divide"):
+        sweep.make_slots("0,1,2", 2)
+    with pytest.raises(ValueError, match="expected key=v1,v2"):
+        sweep.parse_axis("alpha")
+    assert sweep.main(["--config=c.py", "--root=/nonexistent/r", "--grid", "seed=0,1", "--devices=0,1",
+                       "--dry_run", "--", "--config.train.epochs=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ")
+    assert "--config.seed=1" in lines[1] and lines[1].endswith("--config.train.epochs=1")
+
+
+def test_a_model_in_training_is_locked_against_a_second_run(tmp_path):
+    import fcntl
+
+    from w2s_jax.train.checkpoint import ModelStore
+
+    store = ModelStore(tmp_path, "ceiling", {"x": 1})
+    with store.exclusive():
+        lock = store.directory.parent / f".{store.directory.name}.lock"
+        with open(lock, "a") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock, "a") as other:  # released
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
