@@ -56,22 +56,38 @@ def local_mesh_devices(mesh: Mesh) -> list:
     return [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
 
 
+_COMPILED: dict = {}
+
+
+def _compiled(key, fn: Callable, mode: str, devices) -> Callable:
+    """One pmap / jit wrapper per (what is computed, mode, devices): scoring the next model of the same
+    architecture, or the same model again, reuses the compiled executables instead of tracing anew."""
+    if key is None or (key, mode, devices) not in _COMPILED:
+        wrapped = jax.pmap(fn, in_axes=(None, 0), devices=list(devices)) if mode == "pmap" else jax.jit(fn)
+        if key is None:
+            return wrapped
+        _COMPILED[(key, mode, devices)] = wrapped
+    return _COMPILED[(key, mode, devices)]
+
+
 def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str], *, batch_size: int, mesh: Mesh,
                   buckets: Sequence[int], mode: str = "pmap", pack_len: int | None = None, token_level: bool = False,
-                  desc: str = "score") -> np.ndarray:
+                  desc: str = "score", cache_key=None) -> np.ndarray:
     """`fn(params, batch) -> [..., rows]` over every example of `dataset` -> float32 [..., N] in dataset order.
 
     `pack_len`: each device's share of a batch is packed into rows of >= pack_len tokens (A sides, then B sides)
-    instead of padded, and `fn` receives the packed arrays (`token_level` adds owner and loss_mask)."""
+    instead of padded, and `fn` receives the packed arrays (`token_level` adds owner and loss_mask); the filler
+    rows of a short last batch are packed empty. `cache_key` (hashable, naming what `fn` computes) lets later
+    calls reuse the compiled function."""
     if mode not in EVAL_MODES:
         raise ValueError(f"config.eval.mode must be one of {EVAL_MODES}, got {mode!r}")
     if mode == "pmap":
-        devices = local_mesh_devices(mesh)
+        devices = tuple(local_mesh_devices(mesh))
         n_groups = len(devices)
         batch_size = -(-batch_size // n_groups) * n_groups
-        run_fn = jax.pmap(fn, in_axes=(None, 0), devices=devices)
+        run_fn = _compiled(cache_key, fn, mode, devices)
         # one full copy of the parameters on each device, placed once (not per batch)
-        run_params = jax.device_put(params, NamedSharding(Mesh(np.array(devices), ("replica",)), P()))
+        run_params = distributed.local_replicas(params, devices)
 
         def run(groups):  # [n_dev, ...] per field -> [n_dev, ..., rows / n_dev] -> [..., rows]
             out = np.asarray(jax.device_get(run_fn(run_params, groups)))
@@ -79,7 +95,7 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
     else:
         n_groups, rows = 1, mesh.shape["data"] * mesh.shape["fsdp"]
         batch_size = -(-batch_size // rows) * rows
-        jitted = jax.jit(fn)
+        jitted = _compiled(cache_key, fn, mode, tuple(mesh.devices.flat))
 
         def run(groups):
             placed = {k: jax.device_put(v[0], batch_sharding(mesh, v.ndim - 1) if k not in ("seq_rows", "seq_last")
@@ -90,6 +106,9 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
         if pack_len is None:
             return {k: batch[k].reshape(n_groups, -1, *batch[k].shape[1:]) for k in keys}
         row_multiple = 1 if mode == "pmap" else mesh.shape["data"] * mesh.shape["fsdp"]
+        if not batch["valid"].all():  # filler rows: empty sequences, nothing to compute
+            batch = {**batch, "mask_a": batch["mask_a"] * batch["valid"][:, None],
+                     "mask_b": batch["mask_b"] * batch["valid"][:, None]}
         return packed_microbatches(batch, n_groups, sides=("_a", "_b"), min_row_len=pack_len, buckets=buckets,
                                    row_multiple=row_multiple, extra_keys=("valid",), token_level=token_level)
 
@@ -112,7 +131,8 @@ def score_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size:
     """z = r(A) - r(B) for every pair of `dataset`, in order (float32 [N])."""
     rewards = packed_pair_rewards if pack_len else pair_rewards
     return score_dataset(lambda p, b: rewards(model, p, b), params, dataset, REWARD_KEYS, batch_size=batch_size,
-                         mesh=mesh, buckets=buckets, mode=mode, pack_len=pack_len, desc=desc)
+                         mesh=mesh, buckets=buckets, mode=mode, pack_len=pack_len, desc=desc,
+                         cache_key=("reward", model.cfg, bool(pack_len)))
 
 
 def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size: int, mesh: Mesh,
@@ -124,4 +144,5 @@ def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batc
     keys = tuple(k for k in PAIR_KEYS if k != "valid")
     fn = lambda p, b: jnp.stack(pair_logps(model, p, b, chunk_size))
     return score_dataset(fn, params, dataset, keys, batch_size=batch_size, mesh=mesh, buckets=buckets, mode=mode,
-                         pack_len=pack_len, token_level=True, desc=desc)
+                         pack_len=pack_len, token_level=True, desc=desc,
+                         cache_key=("policy", model.cfg, chunk_size, bool(pack_len)))
