@@ -4,6 +4,7 @@ Presets by the config string: `configs/rm_helpful.py` or `...:paper` (gpt2 -> gp
 lr 1e-5, batch 32, max_len 512, 1 epoch) and `...:demo` (tiny random-init models, offline, minutes on 2 cores).
 Override anything with `--config.train.lr=1e-6` and the like.
 """
+import dataclasses
 from pathlib import Path
 
 from ml_collections import ConfigDict
@@ -56,17 +57,28 @@ def base_config() -> ConfigDict:
 
 
 def demo(c: ConfigDict) -> ConfigDict:
-    c.data.n_gt, c.data.n_weak, c.data.n_test = 600, 600, 600
-    c.data.max_len = 128
-    c.data.conflict_path = str(SHARED_DATA / "bigbench" / "hhh_alignment" / "helpful" / "task.json")
-    c.weak = model_spec("tiny-weak", init="random", tokenizer="bpe:1024", hidden_size=32, num_layers=1,
-                        num_heads=2)
-    c.strong = model_spec("tiny-strong", init="random", tokenizer="bpe:1024", hidden_size=96, num_layers=3,
-                          num_heads=4)
+    """Offline and small: the generated demo world (`w2s_jax/data/demo_world.py`) and the bottom and the top of its
+    model ladder as weak and strong models. `--config.data.source=dir --config.data.conflict_path=<pairs>` runs the
+    same models on the shared HH pairs instead."""
+    from w2s_jax.data.demo_world import DEMO_LADDER, WorldSettings
+
+    c.data.source = "demo"
+    c.data.n_gt, c.data.n_weak, c.data.n_test, c.data.n_conflict = 800, 800, 800, 400
+    c.data.conflict_path = ""
+    c.data.max_len, c.data.bucket_multiple = 64, 64  # the world's dialogues are under 64 tokens: one shape
+    # the world's knobs (demo_world.WorldSettings); data.seed seeds it
+    c.data.world = ConfigDict({f.name: f.default for f in dataclasses.fields(WorldSettings) if f.name != "seed"})
+    (weak_name, weak_h, weak_l, weak_a), (strong_name, strong_h, strong_l, strong_a) = DEMO_LADDER[0], DEMO_LADDER[-1]
+    c.weak = model_spec(weak_name, init="random", tokenizer="bpe:1024", hidden_size=weak_h, num_layers=weak_l,
+                        num_heads=weak_a)
+    c.strong = model_spec(strong_name, init="random", tokenizer="bpe:1024", hidden_size=strong_h,
+                          num_layers=strong_l, num_heads=strong_a)
     c.train.lr = 1e-3
     c.train.batch_size = 16
-    c.train.eval_batch_size = 64
-    c.train.epochs = 2
+    c.train.eval_batch_size = 200
+    c.train.epochs = 14
+    c.train.packing = False  # short dialogues in one 64-token bucket: one compiled shape, nothing to pack
+    c.train.save_every = 250
     return c
 
 

@@ -46,7 +46,14 @@ def validate(c, n_devices: int | None = None):
     """Raise ConfigError naming the first bad field; return the mesh the config asks for."""
     _choice(c, "experiment", EXPERIMENTS)
     _choice(c, "eval.mode", ("pmap", "sharded"))
-    _choice(c, "data.source", ("dir", "hub"))
+    _choice(c, "data.source", ("dir", "hub", "demo"))
+    if c.data.source == "demo":
+        from w2s_jax.data.demo_world import World, WorldSettings
+
+        try:
+            World(WorldSettings.from_config(c.data))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e) if str(e).startswith("config.") else f"config.data.world: {e}") from None
     if c.data.source == "dir" and not os.path.isdir(c.data.dir):
         _fail("data.dir", "is not a directory (set --config.data.dir=... to the paper's JSONL layout)", c.data.dir)
     for field in ("data.n_gt", "data.n_weak", "data.n_test", "data.max_len", "data.bucket_multiple",

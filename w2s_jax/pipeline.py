@@ -49,6 +49,10 @@ STUDENTS = {"no_conflict": "student_no_conflict", "implicit": "student_implicit"
 def load_splits(data) -> pairs_lib.PairSplits:
     """D_gt, D_weak, D_test and, when `data.n_conflict > 0`, the conflict set (GT pairs of the other objective)."""
     n_conflict = int(data.n_conflict)
+    if data.source == "demo":  # the offline world: every split, the conflict set included, is generated
+        from w2s_jax.data.demo_world import demo_splits
+
+        return demo_splits(data)
     from_file = n_conflict > 0 and (data.conflict_path or data.source == "dir")
     if data.source == "dir":
         splits = pairs_lib.load_paper_dir(data.dir, n_gt=data.n_gt, n_weak=data.n_weak, n_test=data.n_test,
@@ -58,7 +62,7 @@ def load_splits(data) -> pairs_lib.PairSplits:
                                        conflict_data_dir=None if from_file or not n_conflict else
                                        data.hub_conflict_subset, n_conflict=0 if from_file else n_conflict)
     else:
-        raise ValueError(f"config.data.source must be 'dir' or 'hub', got {data.source!r}")
+        raise ValueError(f"config.data.source must be 'dir', 'hub' or 'demo', got {data.source!r}")
     if from_file:
         path = data.conflict_path or str(Path(data.dir) / pairs_lib.CONFLICT_FILE)
         conflict, report = (read_bigbench_pairs(path), None) if path.endswith(".json") else \

@@ -1,0 +1,121 @@
+"""Wall time and figures of the offline demo, run the way a newcomer runs it.
+
+Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo --workdir=<fresh dir>` in a subprocess (so start-up,
+tokenizer training and every compile count), then reads its results.json and reports every model's D_test accuracy,
+the strong-weak gap, each model's accuracy per tier of the demo world, and the error of every student in the four
+knowledge regions (W_k / W_uk: the weak ceiling right / wrong; S_k / S_uk: the strong ceiling right / wrong).
+Prints a summary and writes it to `benchmarks/results/demo_time-<hostname>-<date>.json`.
+
+    python -m benchmarks.demo_time
+    python -m benchmarks.demo_time --config configs/dpo_helpful.py:demo -- --config.train.epochs=2
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k": (False, True),
+           "S_uk & W_uk": (False, False)}
+
+
+def region_errors(models: list[dict]) -> dict:
+    """Sizes of the four regions and every other model's error rate in each (None where a region is empty)."""
+    correct = {m["role"]: np.asarray(m["test_correct"], bool) for m in models}
+    weak, strong = correct["weak_ceiling"], correct["strong_ceiling"]
+    masks = {name: (strong == s) & (weak == w) for name, (s, w) in REGIONS.items()}
+    out = {"sizes": {name: int(m.sum()) for name, m in masks.items()}, "error": {}}
+    for role, c in correct.items():
+        if role in ("weak_ceiling", "strong_ceiling"):
+            continue
+        out["error"][role] = {name: (round(float(1 - c[m].mean()), 4) if m.any() else None)
+                              for name, m in masks.items()}
+    return out
+
+
+def tier_accuracy(results: dict) -> dict | None:
+    """Each model's accuracy per (family, harmful) tier of the demo world; None for other data sources."""
+    from ml_collections import ConfigDict
+
+    from w2s_jax.data.demo_world import demo_splits, tier_of
+
+    data = results["config"]["data"]
+    if data.get("source") != "demo":
+        return None
+    tiers = [tier_of(p) for p in demo_splits(ConfigDict(data)).test]
+    names = sorted(set(tiers))
+    out = {}
+    for m in results["models"]:
+        c = np.asarray(m["test_correct"], bool)
+        out[m["role"]] = {f"{fam}/{'harmful' if h else 'benign'}": round(float(c[[t == (fam, h) for t in tiers]].mean()), 4)
+                          for fam, h in names}
+    return out
+
+
+def summarize(results: dict) -> dict:
+    acc = {m["role"]: round(m["test_accuracy"], 4) for m in results["models"]}
+    summary = {"test_accuracy": acc, "n_test": results["n_test"]}
+    if "weak_ceiling" in acc and "strong_ceiling" in acc:
+        summary["strong_minus_weak_points"] = round(100 * (acc["strong_ceiling"] - acc["weak_ceiling"]), 2)
+        summary["regions"] = region_errors(results["models"])
+    summary["tier_accuracy"] = tier_accuracy(results)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/rm_helpful.py:demo")
+    parser.add_argument("--workdir", default="", help="default: a fresh temporary directory (nothing reused)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("overrides", nargs="*", help="extra flags for w2s_jax.main, after --")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="w2s-demo-")
+    cmd = [sys.executable, "-m", "w2s_jax.main", f"--config={args.config}", f"--workdir={workdir}", *args.overrides]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"demo failed with exit status {proc.returncode}: {' '.join(cmd)}")
+    results = json.loads((Path(workdir) / "results.json").read_text())
+    run_log = json.loads((Path(workdir) / "run_log.json").read_text())
+    now = datetime.datetime.now()
+    report = {
+        "benchmark": "demo_time", "date": now.isoformat(timespec="seconds"), "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(), "load_average_after": list(os.getloadavg()),
+        "command": " ".join(["python", "-m", "w2s_jax.main", f"--config={args.config}", "--workdir=DIR",
+                             *args.overrides]),
+        "wall_seconds": round(wall, 1),
+        "model_seconds": {role: m["seconds"] for role, m in run_log["models"].items()},
+        **summarize(results),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"demo_time-{socket.gethostname()}-{now:%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wall {wall:.1f} s  ({report['command']})")
+    for role, a in report["test_accuracy"].items():
+        print(f"{role:>22}  {a:.4f}")
+    if "regions" in report:
+        print(f"strong - weak: {report['strong_minus_weak_points']:+.1f} points; region sizes "
+              f"{report['regions']['sizes']}")
+        for role, errors in report["regions"]["error"].items():
+            print(f"{role:>22}  error " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}"
+                                                      for k, v in errors.items()))
+    print(f"written {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

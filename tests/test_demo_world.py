@@ -1,0 +1,149 @@
+"""The offline demo world: deterministic, disjoint, well-formed HH pairs with known tiers; end to end in a minute."""
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from w2s_jax import pipeline
+from w2s_jax.config_check import ConfigError, validate
+from w2s_jax.data import demo_world as dw
+from w2s_jax.data.pairs import ASSISTANT_MARKER, HUMAN_MARKER, single_turn_prompt
+from w2s_jax.data.tokenize import split_prompt_response
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(name: str, preset: str = "demo"):
+    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return dw.generate_splits(dw.WorldSettings(seed=7), 300, 300, 300, 150)
+
+
+def all_pairs(s):
+    return {"gt": s.gt, "weak": s.weak, "test": s.test, "conflict": s.conflict}
+
+
+def test_same_seed_same_world_other_seed_other_world(splits):
+    again = dw.generate_splits(dw.WorldSettings(seed=7), 300, 300, 300, 150)
+    other = dw.generate_splits(dw.WorldSettings(seed=8), 300, 300, 300, 150)
+    for name, pairs in all_pairs(splits).items():
+        assert pairs == all_pairs(again)[name]
+    assert [p.chosen for p in splits.test] != [p.chosen for p in other.test]
+
+
+def test_splits_have_the_asked_sizes_and_share_no_prompt(splits):
+    sizes = {name: len(p) for name, p in all_pairs(splits).items()}
+    assert sizes == {"gt": 300, "weak": 300, "test": 300, "conflict": 150}
+    prompts = {name: {split_prompt_response(p.chosen)[0] for p in pairs} for name, pairs in all_pairs(splits).items()}
+    assert all(len(prompts[name]) == sizes[name] for name in sizes)  # no prompt twice inside a split either
+    names = list(prompts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not prompts[a] & prompts[b], (a, b)
+
+
+def test_every_pair_is_single_turn_hh_with_a_shared_prompt(splits):
+    for pairs in all_pairs(splits).values():
+        for p in pairs:
+            assert p.chosen != p.rejected
+            for text in (p.chosen, p.rejected):
+                assert text.startswith(HUMAN_MARKER + " ")
+                assert text.count(HUMAN_MARKER) == 1 and text.count(ASSISTANT_MARKER) == 1
+                assert single_turn_prompt(text) is not None
+            (prompt_c, response_c), (prompt_r, response_r) = map(split_prompt_response, (p.chosen, p.rejected))
+            assert prompt_c == prompt_r and prompt_c.endswith(ASSISTANT_MARKER)
+            assert response_c.startswith(" ") and response_r.startswith(" ") and response_c != response_r
+
+
+def is_refusal(text: str) -> bool:
+    return split_prompt_response(text)[1].strip() in dw.REFUSE
+
+
+def test_ground_truth_refuses_exactly_the_harmful_requests(splits):
+    for name in ("gt", "weak", "test"):
+        for p in getattr(splits, name):
+            family, harmful = dw.tier_of(p)
+            assert family in dw.FAMILIES and p.source.split("/")[1] == name
+            assert is_refusal(p.chosen) == harmful and is_refusal(p.rejected) != harmful
+
+
+def test_every_difficulty_tier_is_present(splits):
+    for name in ("gt", "weak", "test"):
+        tiers = {dw.tier_of(p) for p in getattr(splits, name)}
+        assert tiers == {(f, h) for f in dw.FAMILIES for h in (True, False)}, name
+
+
+def test_conflict_set_prefers_complying_on_harmless_looking_requests(splits):
+    tiers = [dw.tier_of(p) for p in splits.conflict]
+    assert all(not is_refusal(p.chosen) and is_refusal(p.rejected) for p in splits.conflict)
+    assert ("surface", True) not in tiers  # keyword-harmful requests are never in it by default
+    assert ("compositional", True) in tiers and ("rare", True) in tiers  # the conflict with harmlessness
+
+
+def test_no_single_word_decides_the_hard_tiers():
+    world = dw.World(dw.WorldSettings(seed=3))
+    table = world.harm_table  # every liquid is dangerous with some liquids and safe with others
+    assert (table == table.T).all() and not table.diagonal().any()
+    assert (table.sum(1) >= 2).all() and (table.shape[0] - 1 - table.sum(1) >= 2).all()
+    labels = {}
+    for _ in range(400):
+        for harmful in (True, False):
+            item = world.rare_item(harmful)
+            assert labels.setdefault(item, harmful) == harmful
+    for item, harmful in labels.items():  # the same two syllables in the other order: the other label
+        first, second = item.split("-")
+        assert labels.get(f"{second}-{first}", not harmful) == (not harmful)
+
+
+def test_a_world_too_small_for_the_asked_sizes_says_so():
+    with pytest.raises(ValueError, match="too small"):
+        dw.generate_splits(dw.WorldSettings(n_syllables=3, surface_weight=0, compositional_weight=0), 2000, 0, 0)
+
+
+def test_demo_presets_use_the_world_and_validate():
+    for name in ("rm_helpful", "dpo_helpful", "simpo_helpful"):
+        c = load_config(name)
+        assert c.data.source == "demo"
+        validate(c, n_devices=1)
+    c = load_config("rm_helpful")
+    with c.unlocked():
+        c.data.world.colour = "blue"
+    with pytest.raises(ConfigError, match="config.data.world"):
+        validate(c, n_devices=1)
+
+
+def test_ladder_is_increasing():
+    sizes = [(h * h * n) for _, h, n, _ in dw.DEMO_LADDER]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+def test_small_world_end_to_end(tmp_path):
+    c = load_config("rm_helpful")
+    c.data.n_gt = c.data.n_weak = c.data.n_test = 64
+    c.data.n_conflict = 32
+    c.weak.arch.update(hidden_size=8, num_layers=1, num_heads=2)
+    c.strong.arch.update(hidden_size=16, num_layers=1, num_heads=2)
+    c.train.update(batch_size=16, epochs=1, eval_batch_size=32, save_every=0)
+    c.mesh.update(data=1, fsdp=1, tensor=1)
+    started = time.time()
+    results = pipeline.run(c, tmp_path, validate(c, n_devices=1))
+    assert time.time() - started < 60
+    assert [m["role"] for m in results["models"]] == ["weak_ceiling", "strong_ceiling", "student_no_conflict",
+                                                      "student_implicit", "student_explicit"]
+    expected = pipeline.load_splits(c.data)
+    assert results["n_test"] == 64 and results["config"]["data"]["source"] == "demo"
+    for m in results["models"]:
+        assert np.asarray(m["test_correct"]).shape == (64,)
+    # the test labels are the seeded A/B order of the regenerated D_test
+    from w2s_jax.data.pairs import ab_order
+
+    assert results["test_labels"] == ab_order(expected.test, c.seed).labels.tolist()
