@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from w2s_jax import faults
+from w2s_jax import distributed, faults
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import PairDataset, bucket_lengths
 from w2s_jax.data.bigbench import read_bigbench_pairs
@@ -146,7 +146,8 @@ class Experiment:
         skipped = {name: r.summary() for name, r in splits.skip_reports.items() if r.skipped}
         for line in skipped.values():
             log.warning("data: %s", line)
-            print(f"data: {line}")
+            if distributed.is_primary():
+                print(f"data: {line}")
         self.run_log["skipped_rows"] = skipped
         return splits
 
@@ -350,7 +351,6 @@ class RewardModelExperiment(Experiment):
 
 def with_report(workdir: Path, results: dict) -> dict:
     """Adds the deception metrics to results.json and writes report.md and plots/ (the primary process only)."""
-    from w2s_jax import distributed
     from w2s_jax.report import build_report
 
     if distributed.is_primary():

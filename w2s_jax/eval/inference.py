@@ -29,7 +29,7 @@ from w2s_jax import distributed
 from w2s_jax.data.batches import PairDataset, eval_batches, num_eval_batches
 from w2s_jax.data.packing import packed_microbatches
 from w2s_jax.models.heads import Transformer
-from w2s_jax.models.sharding import batch_sharding
+from w2s_jax.models.sharding import activation_sharding, batch_sharding
 
 EVAL_MODES = ("pmap", "sharded")
 REWARD_KEYS = ("ids_a", "mask_a", "ids_b", "mask_b")
@@ -100,7 +100,8 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
         def run(groups):
             placed = {k: jax.device_put(v[0], batch_sharding(mesh, v.ndim - 1) if k not in ("seq_rows", "seq_last")
                                         else NamedSharding(mesh, P())) for k, v in groups.items()}
-            return distributed.fetch_global(jitted(params, placed))
+            with activation_sharding(mesh):  # layers gather weights, not the batch's activations
+                return distributed.fetch_global(jitted(params, placed))
 
     def split(batch):
         if pack_len is None:
