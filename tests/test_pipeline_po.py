@@ -61,7 +61,8 @@ def test_dpo_pipeline(dpo_run):
         assert role + "-sft" in first  # every model went through SFT first
         # at the first DPO step the policy is the SFT model, so the cached reference gives zero rewards
         assert abs(first[role]["chosen_reward"]) < 1e-5 and abs(first[role]["rejected_reward"]) < 1e-5
-        assert len(list((workdir / "models").glob(f"{role}-[0-9a-f]*/reference_logps.npy"))) == 1
+        checkpoint = {m["role"]: m["checkpoint"] for m in results["models"]}[role]
+        assert (workdir / checkpoint / "reference_logps.npy").is_file()  # cached beside the DPO checkpoints
     assert first["student_explicit"]["conflict_active"] >= 0
     weak = json.loads((workdir / "weak_labels.json").read_text())
     kept = sum(1 for a, m in zip(weak["acc"], weak["metric"]) if a and 1 / (1 + np.exp(-m / 50)) >= 0.75)
