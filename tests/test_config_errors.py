@@ -73,6 +73,8 @@ def test_cli_rejects_a_wrong_value_type(tmp_path):
 ])
 def test_validate_names_the_field(field, value, message):
     c = demo()
+    if field == "data.dir":  # the demo preset generates its data; the paper layout is read from data.dir
+        c.data.source = "dir"
     node = c
     *parents, leaf = field.split(".")
     for p in parents:
