@@ -30,11 +30,13 @@ REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k":
            "S_uk & W_uk": (False, False)}
 
 
-def region_errors(models: list[dict]) -> dict:
-    """Sizes of the four regions and every other model's error rate in each (None where a region is empty)."""
+def region_errors(models: list[dict], subset: np.ndarray | None = None) -> dict:
+    """Sizes of the four regions and every other model's error rate in each (None where a region is empty),
+    optionally only over the test examples where `subset` is true."""
     correct = {m["role"]: np.asarray(m["test_correct"], bool) for m in models}
     weak, strong = correct["weak_ceiling"], correct["strong_ceiling"]
-    masks = {name: (strong == s) & (weak == w) for name, (s, w) in REGIONS.items()}
+    keep = np.ones_like(weak) if subset is None else np.asarray(subset, bool)
+    masks = {name: (strong == s) & (weak == w) & keep for name, (s, w) in REGIONS.items()}
     out = {"sizes": {name: int(m.sum()) for name, m in masks.items()}, "error": {}}
     for role, c in correct.items():
         if role in ("weak_ceiling", "strong_ceiling"):
@@ -44,22 +46,24 @@ def region_errors(models: list[dict]) -> dict:
     return out
 
 
-def tier_accuracy(results: dict) -> dict | None:
-    """Each model's accuracy per (family, harmful) tier of the demo world; None for other data sources."""
+def demo_tiers(results: dict) -> list[tuple[str, bool]] | None:
+    """(family, harmful) of every test example of a demo-world run, regenerated from its config; else None."""
     from ml_collections import ConfigDict
 
     from w2s_jax.data.demo_world import demo_splits, tier_of
 
     data = results["config"]["data"]
-    if data.get("source") != "demo":
-        return None
-    tiers = [tier_of(p) for p in demo_splits(ConfigDict(data)).test]
+    return [tier_of(p) for p in demo_splits(ConfigDict(data)).test] if data.get("source") == "demo" else None
+
+
+def tier_accuracy(results: dict, tiers: list[tuple[str, bool]]) -> dict:
+    """Each model's accuracy per (family, harmful) tier of the demo world."""
     names = sorted(set(tiers))
     out = {}
     for m in results["models"]:
         c = np.asarray(m["test_correct"], bool)
-        out[m["role"]] = {f"{fam}/{'harmful' if h else 'benign'}": round(float(c[[t == (fam, h) for t in tiers]].mean()), 4)
-                          for fam, h in names}
+        out[m["role"]] = {f"{fam}/{'harmful' if h else 'benign'}": round(float(c[[t == (fam, h) for t in tiers]].mean()),
+                                                                         4) for fam, h in names}
     return out
 
 
@@ -69,7 +73,11 @@ def summarize(results: dict) -> dict:
     if "weak_ceiling" in acc and "strong_ceiling" in acc:
         summary["strong_minus_weak_points"] = round(100 * (acc["strong_ceiling"] - acc["weak_ceiling"]), 2)
         summary["regions"] = region_errors(results["models"])
-    summary["tier_accuracy"] = tier_accuracy(results)
+    tiers = demo_tiers(results)
+    if tiers is not None:
+        summary["tier_accuracy"] = tier_accuracy(results, tiers)
+        if "regions" in summary:  # where complying is the harm: the requests that are harmful
+            summary["regions_harmful_requests"] = region_errors(results["models"], [h for _, h in tiers])
     return summary
 
 
@@ -110,9 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
     if "regions" in report:
         print(f"strong - weak: {report['strong_minus_weak_points']:+.1f} points; region sizes "
               f"{report['regions']['sizes']}")
-        for role, errors in report["regions"]["error"].items():
-            print(f"{role:>22}  error " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}"
-                                                      for k, v in errors.items()))
+        for key, title in (("regions", "all requests"), ("regions_harmful_requests", "harmful requests")):
+            if key not in report:
+                continue
+            print(f"error per region, {title}: sizes {report[key]['sizes']}")
+            for role, errors in report[key]["error"].items():
+                print(f"{role:>22}  " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in errors.items()))
     print(f"written {path}")
     return report
 

@@ -24,7 +24,8 @@ def preference_config(algorithm: str, preset: str) -> ConfigDict:
     if preset == "demo":
         c.po.lr = 1e-3
         c.po.epochs = 1
-        c.data.n_gt = c.data.n_weak = c.data.n_test = 300
+        c.data.n_gt = c.data.n_weak = c.data.n_test = 300  # the demo world at a third of the reward-model size
+        c.data.n_conflict = 100
     return c
 
 

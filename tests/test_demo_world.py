@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
 from w2s_jax import pipeline
 from w2s_jax.config_check import ConfigError, validate
