@@ -17,8 +17,8 @@ def get_config(preset: str = "paper"):
     c = dpo_helpful.preference_config("simpo", preset)
     c.students = "no_conflict,implicit,bootstrap,bootstrap_implicit"
     if preset == "demo":
-        c.intermediate = rm_helpful.model_spec("tiny-intermediate", init="random", tokenizer="bpe:1024",
-                                               hidden_size=64, num_layers=2, num_heads=4)
+        c.intermediate = rm_helpful.model_spec("demo-m", init="random", tokenizer="bpe:1024", hidden_size=32,
+                                               num_layers=2, num_heads=2)  # between the demo weak and strong
     else:
         c.weak.name = "gpt2-large"
         c.intermediate = rm_helpful.model_spec("facebook/opt-2.7b")
