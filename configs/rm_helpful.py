@@ -43,7 +43,10 @@ def base_config() -> ConfigDict:
     c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
                           "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32,
                           # pack the sequences of a batch into rows of >= pack_len tokens (same math, less padding)
-                          "packing": True, "pack_len": 256})
+                          "packing": True, "pack_len": 256,
+                          # what a finished model keeps: "full" (train state, resumable) or "params" (a third
+                          # of the disk; earlier checkpoints are dropped)
+                          "final_checkpoint": "full"})
     # scoring: "pmap" replicates the model on every local device; "sharded" keeps the training sharding (models
     # too large to replicate)
     c.eval = ConfigDict({"mode": "pmap"})

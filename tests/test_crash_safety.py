@@ -139,6 +139,33 @@ def test_corrupt_checkpoints_are_set_aside_never_loaded(reference, jax_cache, tm
 
 
 @needs_data
+def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(reference, jax_cache, tmp_path):
+    """train.final_checkpoint=params: a finished model keeps one checkpoint, its parameters alone (smaller than
+    the full train state), a rerun reuses it to the same per-example results, and a corrupt one is set aside and
+    the model trained again."""
+    args = ("--config.train.final_checkpoint=params",)
+    ok(main(tmp_path, *args, cache=jax_cache))
+    assert per_example(tmp_path) == per_example(reference)
+    dirs, full_dirs = model_dirs(tmp_path), model_dirs(reference)
+    for role, directory in dirs.items():
+        assert sorted(p.name for p in (directory / "ckpt").iterdir() if p.name.isdigit()) == ["8"], role
+        meta = json.loads((directory / "model.json").read_text())
+        assert meta["status"] == "complete" and meta["final"] == "params", role
+        size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())  # noqa: E731
+        assert size(directory / "ckpt" / "8") < 0.5 * size(full_dirs[role] / "ckpt" / "8"), role
+    ok(main(tmp_path, *args, cache=jax_cache))
+    assert set(steps_run(tmp_path).values()) == {0}
+    assert per_example(tmp_path) == per_example(reference)
+    for f in _data_files(dirs["weak_ceiling"] / "ckpt" / "8"):
+        os.truncate(f, f.stat().st_size // 2)
+    proc = ok(main(tmp_path, *args, cache=jax_cache))
+    assert "is marked complete but its final checkpoint is unusable; training it again" in proc.stderr
+    assert steps_run(tmp_path) == {"weak_ceiling": 8, "strong_ceiling": 0, "student_no_conflict": 0}
+    assert per_example(tmp_path) == per_example(reference)
+    assert (dirs["weak_ceiling"] / "unusable" / "8").is_dir()
+
+
+@needs_data
 def test_nan_loss_stops_cleanly_and_the_last_checkpoint_loads(jax_cache, tmp_path):
     import jax
     import orbax.checkpoint as ocp

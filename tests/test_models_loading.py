@@ -76,3 +76,22 @@ def test_tokenizer_larger_than_vocabulary_is_refused():
     with pytest.raises(ModelSpecError, match="max_len=128 exceeds the model's 64 learned positions"):
         check_compatible(cfg, _Tok(200), 128, "weak")
     check_compatible(cfg, _Tok(256), 64, "weak")
+
+
+def test_a_tokenizer_directory_without_a_model_config_loads(tmp_path):
+    """`tokenizer=<dir>` may name a directory holding only tokenizer files (no config.json)."""
+    from ml_collections import ConfigDict
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from w2s_jax.pipeline import load_tokenizer
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    assert not (tmp_path / "tok" / "config.json").exists()
+    tok = load_tokenizer(ConfigDict({"tokenizer": str(tmp_path / "tok"), "name": "x"}), [], False)
+    assert tok("hello world")["input_ids"] == [1, 2]
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        load_tokenizer(ConfigDict({"tokenizer": str(tmp_path / "missing"), "name": "x"}), [], False)

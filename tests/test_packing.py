@@ -126,3 +126,25 @@ def test_row_bucket_bounds_waste_and_shapes():
     assert all(g <= max(n * 1.25, 8) for n, g in zip(range(1, 200), got))
     assert len(set(got)) < 30  # far fewer shapes than distinct needs
     assert [row_bucket(n, 8) for n in (1, 8, 9, 17)] == [8, 8, 16, 24]
+
+
+def test_a_datasets_packed_batches_share_one_row_length():
+    """Rows are as long as the dataset's longest sequence (or pack_len): batches differ only in their row counts,
+    so a training stage compiles few shapes."""
+    from w2s_jax.data.batches import PairDataset, pack_row_len, train_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 50, size=(2, 64))
+    lengths[1, 17] = 61  # one long sequence somewhere in one batch
+    side = lambda row: [np.arange(1, n + 1, dtype=np.int32) for n in row]  # noqa: E731
+    data = PairDataset(side(lengths[0]), side(lengths[1]), extras={"label": np.ones(64, np.float32),
+                                                                   "gt": np.ones(64, np.float32)})
+    buckets = bucket_lengths(64, 16)
+    assert pack_row_len(16, data) == 61 and pack_row_len(100, data) == 100
+    shapes = set()
+    for batch in train_batches(data, 8, epochs=1, seed=0, buckets=buckets):
+        packed = packed_pair_microbatches(batch, 1, min_row_len=pack_row_len(16, data), buckets=buckets,
+                                          row_multiple=1)
+        shapes.add(packed["ids"].shape)
+    assert {s[-1] for s in shapes} == {64}  # the bucket of 61, in every batch
+    assert len(shapes) <= 4  # row counts on the row_bucket ladder

@@ -43,6 +43,11 @@ def test_sweep_runs_every_pair_and_trains_shared_models_once(swept):
     assert trained and all(1 <= m["train_step_compiles"] <= 4 for m in trained)  # few shapes per stage
     for pair in results["pairs"]:
         assert (workdir / pair["workdir"] / "results.json").is_file()  # each pair keeps its own results
+    from w2s_jax.main import summary_lines  # what `python -m w2s_jax.main` prints at the end of a sweep
+
+    lines = summary_lines(results)
+    assert len(lines) == sum(len(p["models"]) for p in results["pairs"])
+    assert lines[0].startswith("xs->s: ") and "weak_ceiling  test accuracy" in lines[0]
 
 
 def test_sweep_report_files_and_numbers(swept):

@@ -6,6 +6,7 @@ import os
 
 from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from w2s_jax.models.sharding import make_mesh
+from w2s_jax.train.checkpoint import FINAL_KINDS
 from w2s_jax.train.optim import SCHEDULE_NAMES
 
 EXPERIMENTS = ("reward_model", "dpo", "simpo")
@@ -61,6 +62,8 @@ def validate(c, n_devices: int | None = None):
         _positive_int(c, field)
     if not isinstance(c.train.packing, bool):
         _fail("train.packing", "must be true or false", c.train.packing)
+    if c.train.get("final_checkpoint", "full") not in FINAL_KINDS:
+        _fail("train.final_checkpoint", f"must be one of {FINAL_KINDS}", c.train.final_checkpoint)
     for field in ("data.n_conflict", "train.micro_batch_size", "train.save_every"):
         _positive_int(c, field, allow_zero=True)
     if c.data.conflict_path and not os.path.isfile(c.data.conflict_path):

@@ -113,9 +113,16 @@ def main(argv) -> None:
     distributed.sync("run-end")
     if not distributed.is_primary():
         return
-    for m in results["models"]:
-        print(f"{m['role']:>22}  test accuracy {m['test_accuracy']:.4f}")
+    print("\n".join(summary_lines(results)))
     print(f"results: {_WORKDIR.value}/results.json")
+
+
+def summary_lines(results: dict) -> list[str]:
+    """Each model's test accuracy: of the one experiment, or per weak->strong pair of a sweep."""
+    groups = [(f"{p['name']}: ", p["models"]) for p in results["pairs"]] if "pairs" in results else \
+        [("", results["models"])]
+    return [f"{prefix}{m['role']:>22}  test accuracy {m['test_accuracy']:.4f}" for prefix, models in groups
+            for m in models]
 
 
 def _one_line(e: Exception) -> str:

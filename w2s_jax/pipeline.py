@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from w2s_jax import distributed, faults
 from w2s_jax.data import pairs as pairs_lib
-from w2s_jax.data.batches import PairDataset, bucket_lengths
+from w2s_jax.data.batches import PairDataset, bucket_lengths, pack_row_len
 from w2s_jax.data.bigbench import read_bigbench_pairs
 from w2s_jax.data.packing import packed_pair_microbatches
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
@@ -76,13 +76,18 @@ def load_splits(data) -> pairs_lib.PairSplits:
     return splits
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
 def load_tokenizer(spec, texts, trust_remote_code: bool):
     name = spec.tokenizer or spec.name
     if name.startswith("bpe:"):
         return train_bpe_tokenizer(texts, int(name.split(":", 1)[1]))
     import transformers
 
-    return transformers.AutoTokenizer.from_pretrained(resolve_source(name), trust_remote_code=trust_remote_code)
+    # a directory holding a tokenizer alone (no model config) is as good as a model directory here
+    source = name if any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES) else resolve_source(name)
+    return transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
 def hash_arrays(*arrays) -> str:
@@ -199,7 +204,8 @@ class Experiment:
         strong ceiling of one pair is the weak ceiling of the next: same fingerprint, same checkpoint)."""
         name = role.replace("weak_ceiling", "ceiling").replace("strong_ceiling", "ceiling").replace(
             "intermediate_ceiling", "ceiling")
-        return ModelStore(self.store_root, name, spec, save_every=self.config.train.save_every)
+        return ModelStore(self.store_root, name, spec, save_every=self.config.train.save_every,
+                          final=self.config.train.get("final_checkpoint", "full"))
 
     def model_entry(self, role: str, which: str, store: ModelStore, correct: np.ndarray, logits: np.ndarray,
                     params) -> dict:
@@ -228,12 +234,14 @@ class RewardModelExperiment(Experiment):
         return PairDataset(side_a.ids, side_b.ids, extras={"label": np.asarray(labels, np.float32),
                                                            "gt": np.asarray(gt, np.float32)})
 
-    def _prepare(self, batch: dict, n_micro: int) -> dict:
+    def _prepare(self, dataset: PairDataset):
+        """Host batch -> microbatches: packed rows (A sides, then B sides) or padded, by config."""
         if not self.config.train.packing:
-            return to_microbatches(batch, n_micro, LOSS_KEYS)
+            return lambda batch, n_micro: to_microbatches(batch, n_micro, LOSS_KEYS)
         rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        return packed_pair_microbatches(batch, n_micro, min_row_len=self.config.train.pack_len,
-                                        buckets=self.buckets, row_multiple=rows)
+        row_len = pack_row_len(self.config.train.pack_len, dataset)
+        return lambda batch, n_micro: packed_pair_microbatches(batch, n_micro, min_row_len=row_len,
+                                                               buckets=self.buckets, row_multiple=rows)
 
     # -- one model ---------------------------------------------------------------------------------------------
     def _train_and_score(self, role: str, which: str, dataset: PairDataset, loss_kind: str, labels_origin: str,
@@ -257,7 +265,7 @@ class RewardModelExperiment(Experiment):
         started = time.time()
         try:
             result = train(model.params, rm_loss(model.model, loss_kind, c.conflict.alpha), dataset, tspec,
-                           mesh=self.mesh, store=store, buckets=self.buckets, prepare=self._prepare,
+                           mesh=self.mesh, store=store, buckets=self.buckets, prepare=self._prepare(dataset),
                            log_fn=lambda m: self.metrics.write(role, m), desc=role)
         finally:
             store.close()
@@ -360,8 +368,9 @@ def with_report(workdir: Path, results: dict) -> dict:
 
 
 # config fields that change how results are computed, not what they are (as the mesh is not in a fingerprint)
-RESULT_NEUTRAL_FIELDS = ("mesh", "train.micro_batch_size", "train.save_every", "train.eval_batch_size",
-                         "model.remat_policy", "model.scan_layers", "model.attention_impl", "eval.mode")
+RESULT_NEUTRAL_FIELDS = ("mesh", "train.micro_batch_size", "train.save_every", "train.final_checkpoint",
+                         "train.eval_batch_size", "model.remat_policy", "model.scan_layers", "model.attention_impl",
+                         "eval.mode")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict:

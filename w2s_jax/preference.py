@@ -14,7 +14,7 @@ import numpy as np
 
 from w2s_jax import distributed
 
-from w2s_jax.data.batches import PairDataset, SequenceDataset
+from w2s_jax.data.batches import PairDataset, SequenceDataset, pack_row_len
 from w2s_jax.data.packing import packed_microbatches
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.eval.inference import score_policy_pairs
@@ -98,21 +98,22 @@ class PreferenceExperiment(Experiment):
         return {**self.model_entry(role, which, store, metric >= 0, metric, result.params), "model": model,
                 "params": result.params}
 
-    def _prepare(self, keys):
+    def _prepare(self, keys, dataset):
         """Host batch -> microbatches: packed rows (chosen sides, then rejected) or padded, by config."""
         if not self.config.train.packing:
             return lambda batch, n: to_microbatches(batch, n, keys)
         sides = ("_a", "_b") if "ids_a" in keys else ("",)
         extra = tuple(k for k in keys if k in ("valid", "acc", "ref_c", "ref_r"))
         rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        return lambda batch, n: packed_microbatches(batch, n, sides=sides, min_row_len=self.config.train.pack_len,
+        row_len = pack_row_len(self.config.train.pack_len, dataset)
+        return lambda batch, n: packed_microbatches(batch, n, sides=sides, min_row_len=row_len,
                                                     buckets=self.buckets, row_multiple=rows, extra_keys=extra,
                                                     token_level=True)
 
     def _run(self, role, store, params, objective, dataset, spec, keys):
         try:
             return train(params, objective, dataset, spec, mesh=self.mesh, store=store, buckets=self.buckets,
-                         prepare=self._prepare(keys), log_fn=lambda m: self.metrics.write(role, m), desc=role)
+                         prepare=self._prepare(keys, dataset), log_fn=lambda m: self.metrics.write(role, m), desc=role)
         finally:
             store.close()
 

@@ -116,6 +116,18 @@ def bucket_lengths(max_len: int, bucket_multiple: int = 64, max_buckets: int = 8
     return tuple(sorted(rounded | {max_len}))
 
 
+def longest_sequence(dataset: "PairDataset | SequenceDataset") -> int:
+    """Tokens in the dataset's longest sequence (either side of a pair)."""
+    sides = (dataset.ids_a, dataset.ids_b) if isinstance(dataset, PairDataset) else (dataset.ids,)
+    return max((len(x) for side in sides for x in side), default=1)
+
+
+def pack_row_len(pack_len: int, dataset: "PairDataset | SequenceDataset") -> int:
+    """The row length to pack a dataset's batches into: >= pack_len and >= its longest sequence. Fixed per dataset
+    (not per batch), so the packed shapes of a stage differ only in their row counts: few compiles."""
+    return max(pack_len, longest_sequence(dataset))
+
+
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
     """Smallest bucket >= length; a longer sequence than the largest bucket is a bug upstream (truncation)."""
     position = bisect.bisect_left(buckets, length)

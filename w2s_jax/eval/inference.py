@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from w2s_jax import distributed
-from w2s_jax.data.batches import PairDataset, eval_batches, num_eval_batches
+from w2s_jax.data.batches import PairDataset, eval_batches, num_eval_batches, pack_row_len
 from w2s_jax.data.packing import packed_microbatches
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import activation_sharding, batch_sharding
@@ -103,6 +103,8 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
             with activation_sharding(mesh):  # layers gather weights, not the batch's activations
                 return distributed.fetch_global(jitted(params, placed))
 
+    row_len = None if pack_len is None else pack_row_len(pack_len, dataset)
+
     def split(batch):
         if pack_len is None:
             return {k: batch[k].reshape(n_groups, -1, *batch[k].shape[1:]) for k in keys}
@@ -110,7 +112,7 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
         if not batch["valid"].all():  # filler rows: empty sequences, nothing to compute
             batch = {**batch, "mask_a": batch["mask_a"] * batch["valid"][:, None],
                      "mask_b": batch["mask_b"] * batch["valid"][:, None]}
-        return packed_microbatches(batch, n_groups, sides=("_a", "_b"), min_row_len=pack_len, buckets=buckets,
+        return packed_microbatches(batch, n_groups, sides=("_a", "_b"), min_row_len=row_len, buckets=buckets,
                                    row_multiple=row_multiple, extra_keys=("valid",), token_level=token_level)
 
     out = None

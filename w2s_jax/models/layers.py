@@ -159,10 +159,12 @@ class Attention(nn.Module):
                 local_window_size=window, implementation=attention_implementation(cfg))
         else:  # packed rows: a token sees only earlier tokens of its own segment
             same_segment = rows[:, None, :, None] == rows[:, None, None, :]
+            # cuDNN (flash attention: no [T, T] probabilities kept for the backward pass) takes the segment mask
+            # as an additive bias
             impl = attention_implementation(cfg)
             out = jax.nn.dot_product_attention(
                 q, k, v, mask=same_segment, scale=1.0 / math.sqrt(d), is_causal=True, local_window_size=window,
-                implementation=None if impl == "cudnn" else impl)
+                implementation=impl)
         return dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), use_bias=cfg.out_bias, name="o_proj",
                      axis=(-2, -1))(out)
 

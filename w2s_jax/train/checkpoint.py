@@ -113,6 +113,9 @@ def state_checksum(tree) -> tuple[str, bool]:
     return f"{int(a):08x}{int(b):08x}", bool(finite)
 
 
+FINAL_KINDS = ("full", "params")
+
+
 class CorruptCheckpoint(ValueError):
     pass
 
@@ -120,7 +123,14 @@ class CorruptCheckpoint(ValueError):
 class ModelStore:
     """The checkpoints of one model (one fingerprint)."""
 
-    def __init__(self, workdir: str | os.PathLike, name: str, spec: Any, save_every: int = 0, keep: int = 2):
+    def __init__(self, workdir: str | os.PathLike, name: str, spec: Any, save_every: int = 0, keep: int = 2,
+                 final: str = "full"):
+        """`final="params"` makes a finished model keep only its parameters (no Adam moments: a third of the
+        bytes) and drop its earlier checkpoints; "full" keeps the last train state and one before it, so a final
+        checkpoint that turns out unusable is resumed from the one before."""
+        if final not in FINAL_KINDS:
+            raise ValueError(f"final checkpoint kind must be one of {FINAL_KINDS}, got {final!r}")
+        self.final = final
         self.fingerprint = fingerprint(spec)
         self.spec = spec
         self.directory = Path(workdir) / "models" / f"{name}-{self.fingerprint[:16]}"
@@ -205,13 +215,25 @@ class ModelStore:
             return {}
         return sums if isinstance(sums, dict) else {}
 
+    @property
+    def final_kind(self) -> str:
+        """What the finished model's final checkpoint holds: "full" (a train state) or "params" ({"params": ...})."""
+        return (self._meta() or {}).get("final", "full")
+
     def finish(self, step: int, state, **extra) -> None:
+        kind = "full"
         if self.manager.latest_step() != step:
-            self._write(step, state)
+            kind = self.final
+            self._write(step, {"params": state.params} if kind == "params" else state)
         self.manager.wait_until_finished()
         fsync_tree(self.directory / "ckpt" / str(step))  # each process its own files
         distributed.sync(f"ckpt-durable:{self.fingerprint}:{step}")
-        self.mark("complete", steps=step, **extra)
+        self.mark("complete", steps=step, final=kind, **extra)
+        if self.final == "params":  # only the final parameters are kept
+            for old in self.manager.all_steps():
+                if old != step:
+                    self.manager.delete(old)
+            self.manager.wait_until_finished()
 
     def restore(self, abstract_state, step: int | None = None):
         """Restore into the shardings carried by `abstract_state` (a tree of jax.ShapeDtypeStruct) and check it
@@ -227,14 +249,15 @@ class ModelStore:
             raise CorruptCheckpoint("it holds NaN or Inf values")
         return step, state
 
-    def restore_verified(self, abstract_state):
+    def restore_verified(self, abstract_state, only_step: int | None = None):
         """(step, state) of the newest checkpoint that restores and matches its checksum, or None. Each one
         that does not is moved to `unusable/` with a warning (kept for inspection, never loaded again). Every
-        process follows the primary's verdict."""
+        process follows the primary's verdict. `only_step`: look at that step alone (None when it is not the
+        newest)."""
         while True:
             found = self.latest_step()
             step = distributed.agree(-1 if found is None else found)
-            if step < 0:
+            if step < 0 or (only_step is not None and step != only_step):
                 return None
             try:
                 restored, error = self.restore(abstract_state, step), None

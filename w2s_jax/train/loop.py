@@ -75,6 +75,11 @@ def _train(params, loss_fn, dataset, spec: TrainSpec, nsteps: int, *, mesh, stor
     state = step_lib.init_state(params, optimizer)
     distributed.check_same(store.fingerprint, f"{desc}: the model fingerprint")
     complete = distributed.agree(store.complete)
+    if complete and distributed.agree(store.final_kind == "params"):  # a finished model kept as parameters only
+        found = store.restore_verified({"params": abstract_of(state.params)}, only_step=nsteps)
+        if found is not None and found[0] == nsteps:
+            log.info("%s: reusing finished checkpoint %s", desc, store.directory)
+            return TrainResult(found[1]["params"], 0, True, [])
     found = store.restore_verified(abstract_of(state))  # None when there is no usable checkpoint
     if complete and found is not None and found[0] == nsteps:
         log.info("%s: reusing finished checkpoint %s", desc, store.directory)
@@ -112,7 +117,8 @@ def _train(params, loss_fn, dataset, spec: TrainSpec, nsteps: int, *, mesh, stor
         if log_fn is not None:
             log_fn(metrics)
         faults.point("after_step", k + 1, f"{desc}:{k + 1}")
-        if store.save(k + 1, state):
+        last_as_params = k + 1 == nsteps and store.final == "params"  # `finish` writes that one
+        if not last_as_params and store.save(k + 1, state):
             faults.point("during_save", k + 1, f"{desc}:{k + 1}")  # the write is in flight
     store.finish(nsteps, state)
     distributed.sync(f"train-end:{store.fingerprint}")
