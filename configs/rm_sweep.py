@@ -1,7 +1,9 @@
 """Reward-modelling weak-to-strong over a capability ladder: one weak model, strong models of growing size.
 
-`paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `demo`: the demo world's ladder of tiny
-random-init models (demo-xs -> demo-s / demo-m / demo-l), offline. A model several pairs need (here the weak
+`paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `shapes`: the same ladder as random-init
+models of those shapes (GPT-2 tokenizer from `weak.tokenizer`, default the hub's "gpt2"; a local directory works
+offline): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny random-init models
+(demo-xs -> demo-s / demo-m / demo-l), offline. A model several pairs need (here the weak
 ceiling) is trained once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
 
     python -m w2s_jax.main --config=configs/rm_sweep.py:demo --workdir=runs/sweep
@@ -16,6 +18,9 @@ rm_helpful = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rm_helpful)
 
 PAPER_LADDER = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# (hidden size, layers, heads) of the GPT-2 checkpoints
+GPT2_SHAPES = {"gpt2": (768, 12, 12), "gpt2-medium": (1024, 24, 16), "gpt2-large": (1280, 36, 20),
+               "gpt2-xl": (1600, 48, 25)}
 
 
 def ladder(names_and_specs) -> ConfigDict:
@@ -23,12 +28,17 @@ def ladder(names_and_specs) -> ConfigDict:
 
 
 def get_config(preset: str = "paper") -> ConfigDict:
-    c = rm_helpful.get_config(preset)
+    c = rm_helpful.get_config("paper" if preset == "shapes" else preset)
     if preset == "demo":
         from w2s_jax.data.demo_world import ladder_specs
 
         specs = [(s["name"], rm_helpful.model_spec(init="random", tokenizer=c.weak.tokenizer, **s))
                  for s in ladder_specs()]
+    elif preset == "shapes":
+        tokenizer = c.weak.tokenizer or "gpt2"
+        specs = [(name, rm_helpful.model_spec(name, init="random", tokenizer=tokenizer, family="gpt2", hidden_size=h,
+                                              num_layers=n, num_heads=a))
+                 for name, (h, n, a) in GPT2_SHAPES.items()]
     else:
         specs = [(name, rm_helpful.model_spec(name)) for name in PAPER_LADDER]
     c.sweep.models = ladder(specs)
