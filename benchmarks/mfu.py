@@ -61,6 +61,7 @@ def parse_args(argv):
     p.add_argument("--logp-chunk", type=int, default=256, help="DPO: time steps per log-softmax chunk")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--peak", type=float, default=0.0, help="peak FLOP/s (default: from the device kind)")
+    p.add_argument("--gemms", type=int, default=0, help="also time each layer matmul alone at this many tokens")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -261,6 +262,38 @@ def attention_check() -> dict:
     return out
 
 
+def layer_gemms(args, tokens: int) -> list[dict]:
+    """The forward matmuls of one decoder layer of each model at `tokens` tokens, alone, in bf16: what the chip
+    gives each shape (the backward pass runs the same shapes transposed)."""
+    import jax
+    import jax.numpy as jnp
+
+    from w2s_jax.models.build import random_config
+
+    rows = []
+    for name in args.models.split(","):
+        arch, vocab = SHAPES[name]
+        cfg = random_config(arch, vocab, 1024)
+        d, q, kv, m = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, \
+            cfg.intermediate_size
+        mlp_in = 2 * m if cfg.family == "llama" else m  # gate and up projections side by side
+        shapes = {"q": (d, q), "kv": (d, 2 * kv), "o": (q, d), "mlp_in": (d, mlp_in), "mlp_out": (m, d),
+                  "lm_head": (d, vocab)}
+        for part, (k, n) in shapes.items():
+            a = jax.random.normal(jax.random.PRNGKey(0), (tokens, k), jnp.bfloat16)
+            b = jax.random.normal(jax.random.PRNGKey(1), (k, n), jnp.bfloat16)
+            f = jax.jit(lambda a, b: a @ b)
+            f(a, b).block_until_ready()
+            times = []
+            for _ in range(10):
+                t0 = time.perf_counter()
+                f(a, b).block_until_ready()
+                times.append(time.perf_counter() - t0)
+            rows.append({"model": name, "matmul": part, "m": tokens, "k": k, "n": n,
+                         "tflops_per_s": 2 * tokens * k * n / statistics.median(times) / 1e12})
+    return rows
+
+
 def matmul_rate() -> float:
     """Measured bf16 matmul rate of the device (8192^3, median of 10): the practical ceiling."""
     import jax
@@ -322,6 +355,11 @@ def main(argv=None) -> dict:
               flush=True)
     print(f"device {dev.device_kind}: peak {peak / 1e12:.1f} TFLOP/s, measured 8192^3 bf16 matmul "
           f"{report['matmul_bf16_flops'] / 1e12:.1f} TFLOP/s; jax {jax.__version__}", flush=True)
+    if args.gemms:
+        report["layer_gemms"] = layer_gemms(args, args.gemms)
+        for g in report["layer_gemms"]:
+            print(f"{g['model']:<11} {g['matmul']:<8} [{g['m']} x {g['k']}] @ [{g['k']} x {g['n']}]: "
+                  f"{g['tflops_per_s']:.0f} TFLOP/s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"mfu-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M%S}.json"
     header = (f"{'model':<11} {'obj':<4} {'layout/attn':<13} {'remat':<13} {'rows':>4} {'tokens':>7} {'step ms':>8} "

@@ -1,8 +1,8 @@
 """Reward-modelling weak-to-strong over a capability ladder: one weak model, strong models of growing size.
 
 `paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `shapes`: the same ladder as random-init
-models of those shapes (GPT-2 tokenizer from `weak.tokenizer`, default the hub's "gpt2"; a local directory works
-offline): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny random-init models
+models of those shapes with the hub's GPT-2 tokenizer (`python -m benchmarks.sweep_time --tokenizer DIR` runs it
+with a local one): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny random-init models
 (demo-xs -> demo-s / demo-m / demo-l), offline. A model several pairs need (here the weak
 ceiling) is trained once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
 
@@ -35,8 +35,7 @@ def get_config(preset: str = "paper") -> ConfigDict:
         specs = [(s["name"], rm_helpful.model_spec(init="random", tokenizer=c.weak.tokenizer, **s))
                  for s in ladder_specs()]
     elif preset == "shapes":
-        tokenizer = c.weak.tokenizer or "gpt2"
-        specs = [(name, rm_helpful.model_spec(name, init="random", tokenizer=tokenizer, family="gpt2", hidden_size=h,
+        specs = [(name, rm_helpful.model_spec(name, init="random", tokenizer="gpt2", family="gpt2", hidden_size=h,
                                               num_layers=n, num_heads=a))
                  for name, (h, n, a) in GPT2_SHAPES.items()]
     else:
