@@ -77,3 +77,19 @@ def test_sweep_report_files_and_numbers(swept):
         ds_c = (flipped & region).sum() / flipped.sum() if flipped.any() else None
         assert (setting["ds"]["ds_c"] is None) if ds_c is None else setting["ds"]["ds_c"] == pytest.approx(ds_c)
         assert sum(setting["table"].values()) == len(w)
+
+
+def test_shapes_preset_is_the_gpt2_ladder_as_random_init_models():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "rm_sweep.py"
+    spec = importlib.util.spec_from_file_location("rm_sweep_for_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("shapes")
+    assert c.sweep.pairs == "gpt2->gpt2-medium,gpt2->gpt2-large,gpt2->gpt2-xl"
+    xl = c.sweep.models["gpt2-xl"]
+    assert (xl.init, xl.tokenizer, xl.arch.family) == ("random", "gpt2", "gpt2")
+    assert (xl.arch.hidden_size, xl.arch.num_layers, xl.arch.num_heads) == (1600, 48, 25)
+    assert (c.data.n_gt, c.data.n_weak, c.data.n_test) == (4000, 4000, 4000)
