@@ -152,7 +152,8 @@ def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(referen
         meta = json.loads((directory / "model.json").read_text())
         assert meta["status"] == "complete" and meta["final"] == "params", role
         size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())  # noqa: E731
-        assert size(directory / "ckpt" / "8") < 0.5 * size(full_dirs[role] / "ckpt" / "8"), role
+        # a third of the array bytes; on these tiny models orbax's metadata files are a good part of the rest
+        assert size(directory / "ckpt" / "8") < 0.75 * size(full_dirs[role] / "ckpt" / "8"), role
     ok(main(tmp_path, *args, cache=jax_cache))
     assert set(steps_run(tmp_path).values()) == {0}
     assert per_example(tmp_path) == per_example(reference)
