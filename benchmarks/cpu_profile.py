@@ -25,6 +25,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.common import result_path, write_report
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FLAGS = ("", "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
          "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY")
@@ -179,9 +181,8 @@ def main(argv=None) -> dict:
         row = {"kind": kind, "variant": arg, "xla_flags": flags, **spawn(kind, arg, flags)}
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"cpu_profile-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = result_path(a.out, "cpu_profile")
+    write_report(path, report)
     print(f"results: {path}")
     return report
 

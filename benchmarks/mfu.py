@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import socket
@@ -35,6 +34,8 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import result_path, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = {
@@ -265,9 +266,6 @@ def attention_check() -> dict:
 def layer_gemms(args, tokens: int) -> list[dict]:
     """The forward matmuls of one decoder layer of each model at `tokens` tokens, alone, in bf16: what the chip
     gives each shape (the backward pass runs the same shapes transposed)."""
-    import jax
-    import jax.numpy as jnp
-
     from w2s_jax.models.build import random_config
 
     rows = []
@@ -280,28 +278,20 @@ def layer_gemms(args, tokens: int) -> list[dict]:
         shapes = {"q": (d, q), "kv": (d, 2 * kv), "o": (q, d), "mlp_in": (d, mlp_in), "mlp_out": (m, d),
                   "lm_head": (d, vocab)}
         for part, (k, n) in shapes.items():
-            a = jax.random.normal(jax.random.PRNGKey(0), (tokens, k), jnp.bfloat16)
-            b = jax.random.normal(jax.random.PRNGKey(1), (k, n), jnp.bfloat16)
-            f = jax.jit(lambda a, b: a @ b)
-            f(a, b).block_until_ready()
-            times = []
-            for _ in range(10):
-                t0 = time.perf_counter()
-                f(a, b).block_until_ready()
-                times.append(time.perf_counter() - t0)
             rows.append({"model": name, "matmul": part, "m": tokens, "k": k, "n": n,
-                         "tflops_per_s": 2 * tokens * k * n / statistics.median(times) / 1e12})
+                         "tflops_per_s": matmul_rate(tokens, k, n) / 1e12})
     return rows
 
 
-def matmul_rate() -> float:
-    """Measured bf16 matmul rate of the device (8192^3, median of 10): the practical ceiling."""
+def matmul_rate(m: int = 8192, k: int = 8192, n: int = 8192) -> float:
+    """FLOP/s of one bf16 [m, k] @ [k, n] product on random data, median of 10 after a warm-up (8192^3: the
+    device's practical ceiling)."""
     import jax
     import jax.numpy as jnp
 
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.random.normal(k1, (8192, 8192), jnp.bfloat16)
-    b = jax.random.normal(k2, (8192, 8192), jnp.bfloat16)
+    a = jax.random.normal(k1, (m, k), jnp.bfloat16)
+    b = jax.random.normal(k2, (k, n), jnp.bfloat16)
     f = jax.jit(lambda a, b: a @ b)
     f(a, b).block_until_ready()
     times = []
@@ -309,7 +299,7 @@ def matmul_rate() -> float:
         t0 = time.perf_counter()
         f(a, b).block_until_ready()
         times.append(time.perf_counter() - t0)
-    return 2 * 8192 ** 3 / statistics.median(times)
+    return 2 * m * k * n / statistics.median(times)
 
 
 def device_peak(kind: str) -> float:
@@ -360,8 +350,7 @@ def main(argv=None) -> dict:
         for g in report["layer_gemms"]:
             print(f"{g['model']:<11} {g['matmul']:<8} [{g['m']} x {g['k']}] @ [{g['k']} x {g['n']}]: "
                   f"{g['tflops_per_s']:.0f} TFLOP/s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"mfu-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path = result_path(args.out, "mfu")
     header = (f"{'model':<11} {'obj':<4} {'layout/attn':<13} {'remat':<13} {'rows':>4} {'tokens':>7} {'step ms':>8} "
               f"{'TFLOP/s':>7} {'MFU':>7} {'pairs/s':>8} {'GiB':>6} {'comp s':>6}")
     print(header, flush=True)
@@ -379,14 +368,14 @@ def main(argv=None) -> dict:
         jax.clear_caches()
         report["rows"].append(row)
         print(fmt(row), flush=True)
-        path.write_text(json.dumps(report, indent=1))
+        write_report(path, report)
     best = {}
     for r in report["rows"]:
         if "mfu" in r:
             key = f"{r['model']}/{r['objective']}"
             best[key] = max(best.get(key, 0.0), r["mfu"])
     report["best_mfu"] = best
-    path.write_text(json.dumps(report, indent=1))
+    write_report(path, report)
     print("best MFU: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in best.items()))
     print(f"results: {path}")
     return report

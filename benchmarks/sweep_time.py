@@ -24,6 +24,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.common import result_path, write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "hh-single-turn"
@@ -101,9 +103,8 @@ def main(argv=None) -> dict:
     for role, m in report["models"].items():
         print(f"  {role:<40} {m.get('seconds', 0):>8.1f} s  steps {m.get('steps_run')}  "
               f"compiles {m.get('train_step_compiles')}  reused {m.get('reused')}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"sweep_time-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = result_path(args.out, "sweep_time")
+    write_report(path, report)
     print(f"results: {path}")
     return report
 
