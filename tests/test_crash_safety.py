@@ -258,6 +258,7 @@ def _results_of(config, workdir: Path) -> Path:
     return path
 
 
+@needs_data
 def test_results_of_another_config_are_refused_before_compute(tmp_path, jax_cache):
     path = _results_of(get_config(), tmp_path)
     before = path.read_bytes()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from test_pipeline_rm import HELPFUL, run, small_config
+from test_pipeline_rm import pytestmark as needs_data  # skips without the shared data
 
 
 def sweep_config():
@@ -28,6 +29,7 @@ def swept(tmp_path_factory):
     return workdir, run(sweep_config(), workdir, n_devices=1)
 
 
+@needs_data
 def test_sweep_runs_every_pair_and_trains_shared_models_once(swept):
     workdir, results = swept
     assert [p["name"] for p in results["pairs"]] == ["xs->s", "xs->m"]
@@ -50,6 +52,7 @@ def test_sweep_runs_every_pair_and_trains_shared_models_once(swept):
     assert lines[0].startswith("xs->s: ") and "weak_ceiling  test accuracy" in lines[0]
 
 
+@needs_data
 def test_sweep_report_files_and_numbers(swept):
     workdir, _ = swept
     results = json.loads((workdir / "results.json").read_text())
