@@ -41,7 +41,7 @@ from w2s_jax.eval.inference import score_policy_pairs  # noqa: E402
 from w2s_jax.models.convert import from_pretrained  # noqa: E402
 from w2s_jax.models.sharding import make_mesh  # noqa: E402
 from w2s_jax.train import step as step_lib  # noqa: E402
-from w2s_jax.train.checkpoint import write_json_atomic  # noqa: E402
+from w2s_jax.atomic import write_json_atomic  # noqa: E402
 from w2s_jax.train.optim import make_optimizer  # noqa: E402
 from w2s_jax.train.policy import PAIR_KEYS, preference_objective  # noqa: E402
 

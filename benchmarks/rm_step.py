@@ -52,7 +52,7 @@ from w2s_jax.models.convert import REWARD_HEAD_FILE, REWARD_HEAD_KEY, from_pretr
 from w2s_jax.models.sharding import make_mesh  # noqa: E402
 from w2s_jax.pipeline import LOSS_KEYS, rm_loss  # noqa: E402
 from w2s_jax.train import step as step_lib  # noqa: E402
-from w2s_jax.train.checkpoint import write_json_atomic  # noqa: E402
+from w2s_jax.atomic import write_json_atomic  # noqa: E402
 from w2s_jax.train.optim import make_optimizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -373,7 +373,7 @@ def main(argv=None) -> dict:
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = a.out / f"{socket.gethostname()}-{stamp}.json"
-    from w2s_jax.train.checkpoint import write_json_atomic
+    from w2s_jax.atomic import write_json_atomic
 
     write_json_atomic(path, result)
     print(f"wrote {path}")

@@ -193,7 +193,7 @@ def test_nan_loss_stops_cleanly_and_the_last_checkpoint_loads(jax_cache, tmp_pat
 def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
     target = tmp_path / "results.json"
     target.write_text('{"old": true}\n')
-    code = ("import os, signal\nfrom w2s_jax.train.checkpoint import write_atomic\n"
+    code = ("import os, signal\nfrom w2s_jax.atomic import write_atomic\n"
             "def write(f):\n    f.write('{\"new\": ')\n    f.flush()\n    os.kill(os.getpid(), signal.SIGKILL)\n"
             f"write_atomic({str(target)!r}, write)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -207,7 +207,7 @@ def _full_disk(*args, **kwargs):
 
 
 def _writers():
-    from w2s_jax import report
+    from w2s_jax.eval import report
     from w2s_jax.train import checkpoint
 
     def json_writer(path, monkeypatch):  # results.json, *_labels.json, run_log.json, model.json, checksums.json

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from w2s_jax import report
+from w2s_jax.eval import report
 
 REPO = Path(__file__).resolve().parents[1]
 N = 10

@@ -32,7 +32,8 @@ from w2s_jax.eval.inference import packed_pair_rewards, pair_rewards, score_pair
 from w2s_jax.models.build import build_model
 from w2s_jax.models.convert import resolve_source
 from w2s_jax.train import losses
-from w2s_jax.train.checkpoint import ModelStore, write_json_atomic
+from w2s_jax.atomic import write_json_atomic
+from w2s_jax.train.checkpoint import ModelStore
 from w2s_jax.train.loop import TrainSpec, train
 from w2s_jax.train.step import to_microbatches
 from w2s_jax.train.metrics_log import MetricsLog
@@ -359,7 +360,7 @@ class RewardModelExperiment(Experiment):
 
 def with_report(workdir: Path, results: dict) -> dict:
     """Adds the deception metrics to results.json and writes report.md and plots/ (the primary process only)."""
-    from w2s_jax.report import build_report
+    from w2s_jax.eval.report import build_report
 
     if distributed.is_primary():
         results["metrics"] = build_report(workdir)

@@ -20,7 +20,8 @@ from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.eval.inference import score_policy_pairs
 from w2s_jax.models.build import build_model
 from w2s_jax.pipeline import Experiment, hash_arrays
-from w2s_jax.train.checkpoint import ModelStore, write_atomic, write_json_atomic
+from w2s_jax.atomic import write_atomic, write_json_atomic
+from w2s_jax.train.checkpoint import ModelStore
 from w2s_jax.train.loop import train
 from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
 from w2s_jax.train.step import to_microbatches

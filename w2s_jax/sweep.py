@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from w2s_jax.train.checkpoint import write_json_atomic
+from w2s_jax.atomic import write_json_atomic
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
