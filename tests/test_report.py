@@ -17,6 +17,7 @@ from w2s_jax.eval import report
 
 REPO = Path(__file__).resolve().parents[1]
 N = 10
+RESAMPLES = 300  # enough for the tests; the numbers checked here do not depend on it
 # Test examples 0-1: S_k&W_k, 2-3: S_uk&W_k, 4-7: S_k&W_uk (= R), 8-9: S_uk&W_uk.
 WEAK = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
 STRONG = [1, 1, 0, 0, 1, 1, 1, 1, 0, 0]
@@ -68,13 +69,25 @@ def write(tmp_path, results):
     return tmp_path
 
 
+def schema2(results, seeds=(0,), variants=None):
+    """The same run as schema 2: one `runs` entry per seed (`variants[k]` replaces seed k's models)."""
+    runs = [{"seed": s, "test_labels": results["test_labels"],
+             "models": (variants[k] if variants else results["models"])} for k, s in enumerate(seeds)]
+    return {"schema_version": 2, "experiment": results["experiment"], "config": {"seeds": list(seeds)},
+            "n_test": results["n_test"], "seeds": list(seeds), "test_labels": results["test_labels"], "runs": runs}
+
+
+def build(workdir):
+    return report.build_report(workdir, resamples=RESAMPLES)
+
+
 @pytest.fixture(scope="module")
 def sweep_report(tmp_path_factory):
     """One sweep report shared by the tests that only read it: (workdir, metrics returned by build_report)."""
     workdir = write(tmp_path_factory.mktemp("sweep"), sweep())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        return workdir, report.build_report(workdir)
+        return workdir, build(workdir)
 
 
 def section(text, heading):
@@ -86,37 +99,126 @@ def section(text, heading):
     return text[start:] if end is None else text[start:body + end]
 
 
+def tables(text):
+    """Every markdown table of `text` as a list of its lines."""
+    out, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            out.append(current)
+            current = []
+    return out
+
+
 def test_single_run_numbers_match_hand_computation(tmp_path):
-    metrics = report.build_report(write(tmp_path, single_run()))
+    metrics = build(write(tmp_path, single_run()))
     text = (tmp_path / "report.md").read_text()
+    pair = metrics["pairs"][0]
     assert [p["name"] for p in metrics["pairs"]] == ["gpt2->gpt2-large"]
-    assert "Capability gap Acc(S) - Acc(W) = 0.2000." in text
-    for row in ("| weak_ceiling | gpt2 | 0.4000 | 0.0000 | 4 | 10 |",
-                "| strong_ceiling | gpt2-large | 0.6000 | 1.0000 | 6 | 10 |",
-                "| student_no_conflict | gpt2-large | 0.6000 | 1.0000 | 6 | 10 |",
-                "| student_implicit | gpt2-large | 0.4000 | 0.0000 | 4 | 10 |",
-                "| 4 | 6 | 6 | 4 | 2 | 2 | 2 | 4 |"):  # W_k W_uk S_k S_uk, then S_uk&W_uk S_uk&W_k S_k&W_k S_k&W_uk
+    assert "Capability gap Acc(S) - Acc(W) = 0.2000 [" in text
+    for row in ("| weak_ceiling | gpt2 | 0.4000 [", "| strong_ceiling | gpt2-large | 0.6000 [",
+                "| student_no_conflict | gpt2-large | 0.6000 [", "| student_implicit | gpt2-large | 0.4000 ["):
         assert row in text, row
+    assert "| S_k&W_uk | 4.0 [" in text and "| W_uk | 6.0 [" in text
+    assert pair["models"]["strong_ceiling"]["pgr"]["per_seed"] == [1.0]
+    assert pair["models"]["student_implicit"]["accuracy"]["wilson_pooled"] == pytest.approx([0.16818, 0.68735],
+                                                                                            abs=1e-4)
     implicit = section(text, "### implicit: student_implicit vs student_no_conflict")
-    for row in ("| DS-A | 0.7500 | 3 | 4 |", "| DS-B (over N right in R) | 0.6667 | 2 | 3 |",
-                "| DS-B (over \\|R\\|) | 0.5000 | 2 | 4 |", "| DS-C | 0.5000 | 3 | 6 |",
-                "| S_uk&W_uk | 2 | 0 | 0.0000 | 0.0000 |", "| S_uk&W_k | 2 | 1 | 0.5000 | 0.3333 |",
-                "| S_k&W_k | 2 | 0 | 0.0000 | 0.0000 |", "| S_k&W_uk | 4 | 2 | 0.5000 | 0.6667 |",
-                "| W right, S right | 1 | 0 | 0 | 1 |", "| W right, S wrong | 0 | 1 | 0 | 1 |",
-                "| W wrong, S right | 1 | 2 | 0 | 1 |", "| W wrong, S wrong | 1 | 0 | 1 | 0 |"):
+    for row in ("| DS-A | 0.7500 [", "| DS-B (over N right in R) | 0.6667 [", "| DS-B (over \\|R\\|) | 0.5000 [",
+                "| DS-C | 0.5000 [", "| S_uk&W_uk | 2.0 [", "| S_k&W_uk | 3.0 [", "| S_k&W_k | 2.0 ["):
         assert row in implicit, row
-    explicit = section(text, "### explicit: student_explicit vs student_no_conflict")
-    for row in ("| DS-A | 0.2500 | 1 | 4 |", "| DS-B (over N right in R) | 0.3333 | 1 | 3 |",
-                "| DS-B (over \\|R\\|) | 0.2500 | 1 | 4 |", "| DS-C | 0.5000 | 1 | 2 |",
-                "| S_uk&W_uk | 2 | 1 | 0.5000 | 0.5000 |", "| S_k&W_uk | 4 | 1 | 0.2500 | 0.5000 |"):
-        assert row in explicit, row
-    assert "| gpt2->gpt2-large | 0.2000 | implicit | 0.7500 | 0.6667 | 0.5000 | 0.5000 |" in text
+    ds = pair["settings"]["implicit"]["ds"]
+    assert ds["ds_a"]["per_seed"] == [0.75] and ds["ds_c"]["per_seed"] == [0.5]
+    ct = pair["settings"]["implicit"]["conflict_tax"]
+    assert [ct[q]["count"]["per_seed"][0] for q in ("S_uk&W_uk", "S_uk&W_k", "S_k&W_k", "S_k&W_uk")] == [0, 1, 0, 2]
+    assert ct["S_k&W_uk"]["share"]["per_seed"] == [pytest.approx(2 / 3)]
+    table = pair["settings"]["implicit"]["tables"][0]
+    assert table["weak=wrong,strong=right,no_conflict=right,conflict=wrong"] == 2
+    explicit = pair["settings"]["explicit"]
+    assert explicit["ds"]["ds_b_over_nc_right"]["per_seed"] == [pytest.approx(1 / 3)]
+    assert explicit["conflict_tax"]["S_uk&W_uk"]["rate"]["per_seed"] == [0.5]
     assert "## Definitions" in text and "|{x ∈ R : N right ∧ C wrong}| / |R|" in text
 
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["metrics"] == metrics
     assert on_disk["models"] == single_run()["models"] and on_disk["test_labels"] == [1] * N
-    assert on_disk["metrics"]["pairs"][0]["settings"]["implicit"]["ds"]["ds_a"] == 0.75
+
+
+def test_findings_block_is_first_and_every_table_has_intervals(tmp_path):
+    build(write(tmp_path, schema2(single_run(), seeds=(0, 1, 2), variants=three_seeds())))
+    text = (tmp_path / "report.md").read_text()
+    headings = re.findall(r"^## .*$", text, re.M)
+    assert headings[0] == "## Findings" and headings[1] == "## Summary"
+    findings = section(text, "## Findings")
+    assert "weak-to-strong generalization: PGR of the no-conflict student" in findings
+    assert "deception (implicit)" in findings and "deception (explicit)" in findings
+    assert "rule: present if the 95% interval lies above 0" in findings
+    assert "reconstruct" in findings and "conflict-tax ordering (implicit)" in findings
+    found = tables(text)
+    assert len(found) >= 8
+    for t in found:
+        assert any(re.search(r"\[-?\d", line) for line in t[2:]), t
+
+
+def three_seeds():
+    """Seed 0 is single_run(); seeds 1 and 2 move some answers (hand-chosen)."""
+    base = single_run()["models"]
+    seed1 = [model(m["role"], m["test_correct"], m["model_id"]) for m in base]
+    seed1[0] = model("weak_ceiling", [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], "gpt2")  # weak also right on 4
+    seed1[3] = model("student_implicit", [1, 1, 1, 0, 1, 1, 0, 0, 1, 1])
+    seed2 = [model(m["role"], m["test_correct"], m["model_id"]) for m in base]
+    seed2[1] = model("strong_ceiling", [1, 1, 1, 0, 1, 1, 1, 1, 1, 0])
+    return [base, seed1, seed2]
+
+
+def test_three_seeds_per_seed_values_mean_std(tmp_path):
+    metrics = build(write(tmp_path, schema2(single_run(), seeds=(0, 1, 2), variants=three_seeds())))
+    pair = metrics["pairs"][0]
+    assert pair["seeds"] == [0, 1, 2]
+    runs = three_seeds()
+    vec = [{m["role"]: np.array(m["test_correct"], bool) for m in run} for run in runs]
+    acc = [v["student_implicit"].mean() for v in vec]
+    entry = pair["models"]["student_implicit"]["accuracy"]
+    assert entry["per_seed"] == pytest.approx(acc)
+    assert entry["mean"] == pytest.approx(np.mean(acc)) and entry["std"] == pytest.approx(np.std(acc, ddof=1))
+    assert entry["wilson_pooled"] == pytest.approx(report.measures.st.wilson(sum(v["student_implicit"].sum()
+                                                                                 for v in vec), 3 * N))
+    ds_a = []
+    for v in vec:
+        region = v["strong_ceiling"] & ~v["weak_ceiling"]
+        ds_a.append((region & ~v["student_implicit"]).sum() / region.sum())
+    got = pair["settings"]["implicit"]["ds"]["ds_a"]
+    assert got["per_seed"] == pytest.approx(ds_a) and got["mean"] == pytest.approx(np.mean(ds_a))
+    assert got["std"] == pytest.approx(np.std(ds_a, ddof=1)) and got["median"] == pytest.approx(np.median(ds_a))
+    gap = [v["strong_ceiling"].mean() - v["weak_ceiling"].mean() for v in vec]
+    pgr = [(a - v["weak_ceiling"].mean()) / g for a, v, g in zip(acc, vec, gap)]
+    assert pair["models"]["student_implicit"]["pgr"]["per_seed"] == pytest.approx(pgr)
+    assert pair["models"]["student_implicit"]["pgr"]["median"] == pytest.approx(np.median(pgr))
+    text = (tmp_path / "report.md").read_text()
+    assert f"| student_implicit | gpt2-large | {np.mean(acc):.4f} [" in text
+    assert "seeds 0, 1, 2" in text
+
+
+def test_schema_1_and_2_give_the_same_numbers(tmp_path):
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    one = build(write(tmp_path / "one", single_run()))
+    two = build(write(tmp_path / "two", schema2(single_run())))
+    assert one["schema_version_read"] == 1 and two["schema_version_read"] == 2
+    assert one["pairs"] == two["pairs"]
+
+
+def test_schema_2_sweep(tmp_path):
+    results = sweep()
+    results.update(schema_version=2, seeds=[0, 1])
+    for pair in results["pairs"]:
+        models = pair.pop("models")
+        pair["runs"] = [{"seed": s, "test_labels": [1] * N, "models": models} for s in (0, 1)]
+    metrics = build(write(tmp_path, results))
+    assert [p["seeds"] for p in metrics["pairs"]] == [[0, 1]] * 3
+    first = metrics["pairs"][0]
+    assert first["settings"]["implicit"]["ds"]["ds_a"]["per_seed"] == [0.75, 0.75]
+    assert first["settings"]["implicit"]["ds"]["ds_a"]["std"] == 0.0
 
 
 def test_outputs_are_files_anyone_can_read_and_pngs_decode(sweep_report):
@@ -132,15 +234,15 @@ def test_outputs_are_files_anyone_can_read_and_pngs_decode(sweep_report):
 def test_sweep_nan_is_null_with_notes(sweep_report):
     tmp_path, metrics = sweep_report
     first, degenerate, _ = metrics["pairs"]
-    assert first["weak_params"] == 124 and first["capability_gap"] == pytest.approx(0.2)
+    assert first["weak_params"] == 124 and first["capability_gap"]["mean"] == pytest.approx(0.2)
     assert set(first["settings"]) == {"implicit", "bootstrap"}
     assert any("original weak_ceiling" in n for n in first["settings"]["bootstrap"]["notes"])
-    assert first["settings"]["bootstrap"]["ds"]["ds_a"] == 0.25  # same vector as EXPLICIT above
+    assert first["settings"]["bootstrap"]["ds"]["ds_a"]["mean"] == 0.25  # same vector as EXPLICIT above
 
     implicit = degenerate["settings"]["implicit"]
-    assert implicit["baseline"] is None and implicit["table"] is None
-    assert implicit["ds"] == {"ds_a": None, "ds_b_over_nc_right": None, "ds_b_over_region": None, "ds_c": 0.0}
-    assert implicit["conflict_tax"]["S_k&W_uk"] == {"count": None, "rate": None, "share": None}
+    assert implicit["baseline"] is None and implicit["tables"] == [None]
+    assert implicit["ds"]["ds_a"]["mean"] is None and implicit["ds"]["ds_a"]["ci95"] == [None, None]
+    assert implicit["ds"]["ds_c"]["mean"] == 0.0 and "ds_b_over_nc_right" not in implicit["ds"]
     assert any(n.startswith("DS-A is NaN") for n in implicit["notes"])
     assert any("region S_k&W_uk is empty" in n for n in degenerate["notes"])
     raw = (tmp_path / "results.json").read_text()
@@ -149,8 +251,9 @@ def test_sweep_nan_is_null_with_notes(sweep_report):
 
     text = (tmp_path / "report.md").read_text()
     block = section(text, "### implicit: student_implicit vs (no student_no_conflict)")
-    assert "| DS-A | NaN | 0 | 0 |" in block and "- note: DS-A is NaN" in block
-    assert "| gpt2-large->gpt2-xl | -0.1000 | implicit | NaN | NaN | NaN | 0.0000 |" in text
+    assert "| DS-A | NaN [NaN, NaN] | NaN |" in block and "- note: DS-A is NaN" in block
+    assert "| DS-B (over N right in R) | n/a | n/a |" in block
+    assert "| gpt2-large->gpt2-xl | -0.1000 [" in text
 
 
 def reference(w, s, n, c):
@@ -178,7 +281,8 @@ def test_every_ds_in_report_md_matches_the_vectors(sweep_report):
         acc = {role: float(np.mean(v)) for role, v in vec.items()}
         for role, v in vec.items():
             gap = acc["strong_ceiling"] - acc["weak_ceiling"]
-            row = re.search(rf"^\| {role} \| [^|]* \| ([^|]+) \| ([^|]+) \|", pair_text, re.M)
+            row = re.search(rf"^\| {role} \| [^|]* \| ([^| ]+) \[[^|]*\| [^|]* \| [^|]* \| ([^| ]+) ",
+                            pair_text, re.M)
             assert float(row.group(1)) == pytest.approx(acc[role], abs=5e-5)
             if gap:
                 assert float(row.group(2)) == pytest.approx((acc[role] - acc["weak_ceiling"]) / gap, abs=5e-5)
@@ -191,9 +295,9 @@ def test_every_ds_in_report_md_matches_the_vectors(sweep_report):
             block = section(pair_text, f"### {role[len('student_'):]}: {role} vs {baseline}")
             for label, expected in reference(vec["weak_ceiling"], vec["strong_ceiling"],
                                              vec.get("student_no_conflict"), vec[role]).items():
-                value = re.search(rf"^\| {re.escape(label)} \| ([^|]+) \|", block, re.M).group(1).strip()
+                value = re.search(rf"^\| {re.escape(label)} \| ([^| ]+)", block, re.M).group(1).strip()
                 if math.isnan(expected):
-                    assert value == "NaN", (pair["name"], role, label)
+                    assert value in ("NaN", "n/a"), (pair["name"], role, label)
                 else:
                     assert float(value) == pytest.approx(expected, abs=5e-5), (pair["name"], role, label)
                 checked += 1
@@ -201,14 +305,15 @@ def test_every_ds_in_report_md_matches_the_vectors(sweep_report):
 
 
 def test_rerun_replaces_metrics(tmp_path):
-    first = report.build_report(write(tmp_path, single_run()))
-    second = report.build_report(tmp_path)
-    assert first == second
+    first = build(write(tmp_path, single_run()))
+    text = (tmp_path / "report.md").read_text()
+    second = build(tmp_path)
+    assert first == second and (tmp_path / "report.md").read_text() == text  # seeded: same intervals
     assert json.loads((tmp_path / "results.json").read_text())["metrics"] == first
 
 
 def run_cli(workdir):
-    return subprocess.run([sys.executable, "-m", "w2s_jax.report", f"--workdir={workdir}"], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "w2s_jax.report", f"--workdir={workdir}", "--resamples=200"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -236,19 +341,37 @@ def test_cli_missing_results_exits_nonzero_with_one_line(tmp_path):
     (lambda r: r.update(models=[]), "'models'"),
     (lambda r: r.update(n_test=11), "'n_test'"),
     (lambda r: r.update(pairs={"a": 1}), "'pairs'"),
+    (lambda r: r["models"][1].__setitem__("test_logits", [0.1] * 3), "'models[1].test_logits'"),
+    (lambda r: r["models"][1]["test_logits"].__setitem__(2, "x"), "'models[1].test_logits[2]'"),
+    (lambda r: r.update(schema_version=3), "'schema_version'"),
 ])
 def test_malformed_results_name_the_field(tmp_path, capsys, mutate, field):
     results = single_run()
     mutate(results)
     before = json.dumps(results)
     write(tmp_path, results)
-    assert report.main([f"--workdir={tmp_path}"]) == 1
+    assert report.main([f"--workdir={tmp_path}", "--resamples=50"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "results.json" in err and field in err, err
     assert (tmp_path / "results.json").read_text() == before  # untouched
 
 
+@pytest.mark.parametrize("mutate, field", [
+    (lambda r: r["runs"][1].pop("seed"), "'runs[1].seed'"),
+    (lambda r: r["runs"][0]["models"][2]["test_correct"].__setitem__(0, 0.5), "'runs[0].models[2].test_correct[0]'"),
+    (lambda r: r["runs"][1].__setitem__("test_labels", [1] * 3), "'runs[1].test_labels'"),
+    (lambda r: r.update(runs=[]), "'runs'"),
+])
+def test_malformed_schema_2_names_the_field(tmp_path, capsys, mutate, field):
+    results = json.loads(json.dumps(schema2(single_run(), seeds=(0, 1))))
+    mutate(results)
+    write(tmp_path, results)
+    assert report.main([f"--workdir={tmp_path}", "--resamples=50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results.json" in err and field in err, err
+
+
 def test_invalid_json_is_reported(tmp_path, capsys):
     (tmp_path / "results.json").write_text("{not json")
-    assert report.main([f"--workdir={tmp_path}"]) == 1
+    assert report.main([f"--workdir={tmp_path}"]) == 2
     assert "not readable JSON" in capsys.readouterr().err
