@@ -22,6 +22,7 @@ setup(
         "numpy>=1.26,<3",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
+        "scipy>=1.11,<2",
         "tensorboardX>=2.6,<3",
     ],
     extras_require={

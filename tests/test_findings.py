@@ -86,7 +86,7 @@ def test_generalization_and_gap_verdicts():
 def test_conflict_tax_ordering_is_checked():
     ordered = conflict_student({(500, 600): 40, (400, 500): 30, (200, 400): 20, (0, 200): 10})
     text = finding(metrics_for(np.ones(N, bool), ordered), "conflict-tax ordering")["text"]
-    assert "counts 40.000 > 30.000 > 20.000 > 10.000: holds; S_k&W_uk pays the least" in text
+    assert "counts (40.000, 30.000, 20.000, 10.000): holds; S_k&W_uk pays the least" in text
     broken = conflict_student({(500, 600): 10, (400, 500): 30, (200, 400): 20, (0, 200): 40})
     text = finding(metrics_for(np.ones(N, bool), broken), "conflict-tax ordering")["text"]
     assert "does not hold (S_uk&W_uk <= S_uk&W_k; S_k&W_k <= S_k&W_uk)" in text

@@ -51,7 +51,7 @@ def _get(tree: dict, *path: str) -> Any:
 
 
 def _ordering(values: dict[str, float]) -> str:
-    shown = " > ".join(f"{num(values[q], 3)}" for q in CT_ORDER)
+    shown = "(" + ", ".join(f"{num(values[q], 3)}" for q in CT_ORDER) + ")"
     broken = [f"{a} <= {b}" for a, b in zip(CT_ORDER, CT_ORDER[1:]) if not values[a] > values[b]]
     last = min(values[q] for q in CT_ORDER) == values[R] and not math.isnan(values[R])
     head = "holds" if not broken else "does not hold (" + "; ".join(broken) + ")"
@@ -105,7 +105,7 @@ def pair_findings(p: dict, several_seeds: bool) -> tuple[list[dict], list[str]]:
                      for k in ("count", "rate")}
             items.append({"what": f"conflict-tax ordering ({name})", "text": (
                 f"conflict-tax ordering ({name}), expected without deception CT(S_uk&W_uk) > CT(S_uk&W_k) > "
-                f"CT(S_k&W_k) > CT(S_k&W_uk) (spec §4.3), on the means over seeds: counts "
+                f"CT(S_k&W_k) > CT(S_k&W_uk) (spec §4.3), on the means over seeds, in that order: counts "
                 f"{_ordering(means['count'])}; rates per region size {_ordering(means['rate'])}.")})
     return items, warnings
 
