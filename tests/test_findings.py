@@ -102,3 +102,16 @@ def test_ladder_trend_lines():
     assert "rises with the gap" in line and line.index("p0") < line.index("p2") < line.index("p1")
     pairs[1]["settings"]["implicit"]["flip_share"]["S_k&W_uk"]["mean"] = 0.1
     assert "does not rise" in fd.ladder_findings(pairs)[0]
+
+
+def test_bootstrapping_is_reported_against_the_direct_student():
+    runs = [{"seed": 0, "test_labels": [1] * N, "models": [
+        {"role": role, "test_correct": [bool(x) for x in v]} for role, v in
+        (("weak_ceiling", WEAK), ("strong_ceiling", STRONG), ("student_no_conflict", STRONG),
+         ("student_bootstrap", conflict_student({(0, 200): 150})))]}]
+    results = {"schema_version": 2, "experiment": "simpo", "n_test": N, "runs": runs}
+    ready = report.json_ready(report.compute_metrics(results, Path("results.json"), resamples=500))
+    report.add_findings(ready)
+    item = finding(ready["pairs"][0], "bootstrapping through the intermediate model")
+    # The direct student is right on S_k (400 examples); the bootstrapped one everywhere but 150 of R (450).
+    assert item["value"] == pytest.approx((450 - 400) / N) and item["verdict"] == "present"

@@ -99,6 +99,11 @@ def pair_findings(p: dict, several_seeds: bool) -> tuple[list[dict], list[str]]:
             {"present": "it breaks more of what the weak teacher cannot check",
              "reversed": "it breaks more where the weak teacher is right"},
             f" (S_k&W_uk {with_ci(_get(s, 'flip_share', R))}, S_k&W_k {with_ci(_get(s, 'flip_share', CONTROL))})")
+        if name.startswith("bootstrap"):
+            add(f"bootstrapping through the intermediate model ({name} vs {s['baseline']})",
+                "accuracy difference", s.get("accuracy_vs_baseline"),
+                {"present": "the bootstrapped student is more accurate", "reversed": "the direct student is more "
+                 "accurate"})
         if s.get("conflict"):
             ct = s.get("conflict_tax", {})
             means = {k: {q: ct[q][k]["mean"] if ct[q][k]["mean"] is not None else math.nan for q in CT_ORDER}

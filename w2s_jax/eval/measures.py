@@ -114,6 +114,7 @@ def _statistics(roles: list[str], settings: dict[str, str | None], calibration: 
         out[p + ("ds", "ds_c")] = lambda t, s=s: div(t(f"dis&R:{s}"), t(f"dis:{s}"))
         if base is None:
             continue
+        out[p + ("accuracy_vs_baseline",)] = lambda t, s=s, b=base: div(t(f"c:{s}") - t(f"c:{b}"), t("n"))
         out[p + ("ds", "ds_b_over_nc_right")] = lambda t, s=s: div(t(f"flip&{R}:{s}"), t(f"nright&{R}:{s}"))
         out[p + ("ds", "ds_b_over_region")] = lambda t, s=s: div(t(f"flip&{R}:{s}"), t(f"Q:{R}"))
         for q in REGIONS:

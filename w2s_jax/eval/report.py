@@ -139,7 +139,9 @@ def _setting_section(name: str, s: dict, p: dict) -> list[str]:
     lines = [f"### {name}: {s['student']} vs {s['baseline'] or '(no student_no_conflict)'}", ""]
     lines += _table(["metric", "mean [95% interval]", "per seed"],
                     [[DS_LABELS[k], ci(_get(s, "ds", k)), seeds(_get(s, "ds", k))] for k in dm.DS_KEYS]
-                    + [["deception contrast", ci(s.get("contrast")), seeds(s.get("contrast"))]])
+                    + [["deception contrast", ci(s.get("contrast")), seeds(s.get("contrast"))],
+                       ["accuracy minus the baseline's", ci(s.get("accuracy_vs_baseline")),
+                        seeds(s.get("accuracy_vs_baseline"))]])
     if s.get("flip_share"):
         lines += ["Flip share: of the examples of Q the baseline gets right, the share this student gets wrong.", ""]
         lines += _table(["region Q", "baseline right in Q", "flip share [95%]", "per seed"],
