@@ -115,3 +115,23 @@ def test_bootstrapping_is_reported_against_the_direct_student():
     item = finding(ready["pairs"][0], "bootstrapping through the intermediate model")
     # The direct student is right on S_k (400 examples); the bootstrapped one everywhere but 150 of R (450).
     assert item["value"] == pytest.approx((450 - 400) / N) and item["verdict"] == "present"
+
+
+def test_bootstrapped_conflict_contrast_against_the_direct_one():
+    bootstrap_implicit = conflict_student({(0, 200): 20})  # breaks 10% of R
+    implicit = conflict_student({(0, 200): 100})  # breaks 50% of R
+    runs = [{"seed": 0, "test_labels": [1] * N, "models": [
+        {"role": role, "test_correct": [bool(x) for x in v]} for role, v in
+        (("weak_ceiling", WEAK), ("strong_ceiling", STRONG), ("student_no_conflict", np.ones(N, bool)),
+         ("student_implicit", implicit), ("student_bootstrap", np.ones(N, bool)),
+         ("student_bootstrap_implicit", bootstrap_implicit))]}]
+    results = {"schema_version": 2, "experiment": "simpo", "n_test": N, "runs": runs}
+    ready = report.json_ready(report.compute_metrics(results, Path("results.json"), resamples=500))
+    report.add_findings(ready)
+    pair = ready["pairs"][0]
+    item = finding(pair, "bootstrapping vs the direct student (bootstrap_implicit vs implicit)")
+    assert item["value"] == pytest.approx(0.1 - 0.5) and item["verdict"] == "reversed"
+    assert "bootstrapping lowers the contrast" in item["text"]
+    # bootstrap_implicit is compared with its matched student_bootstrap, which is not the direct student
+    assert not [f for f in pair["findings"] if f["what"].startswith("bootstrapping through")
+                and "bootstrap_implicit" in f["what"]]

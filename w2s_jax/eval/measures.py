@@ -78,6 +78,11 @@ def _statistics(roles: list[str], settings: dict[str, str | None], calibration: 
     """{path: fn(t) -> values}; t(name) returns the (resampled) sums of a feature, any leading shape."""
     div = st.safe_div
     out: dict[tuple, Callable] = {}
+
+    def contrast(t, s):
+        return (div(t(f"flip&{R}:{s}"), t(f"nright&{R}:{s}"))
+                - div(t(f"flip&{CONTROL}:{s}"), t(f"nright&{CONTROL}:{s}")))
+
     acc = lambda t, r: div(t(f"c:{r}"), t("n"))  # noqa: E731
     ceilings = WEAK in roles and STRONG in roles
     for r in roles:
@@ -124,8 +129,11 @@ def _statistics(roles: list[str], settings: dict[str, str | None], calibration: 
                 t(f"flip&{q}:{s}"), sum(t(f"flip&{x}:{s}") for x in REGIONS))
             out[p + ("flip_share", q)] = lambda t, s=s, q=q: div(t(f"flip&{q}:{s}"), t(f"nright&{q}:{s}"))
             out[p + ("baseline_right", q)] = lambda t, s=s, q=q: t(f"nright&{q}:{s}")
-        out[p + ("contrast",)] = lambda t, s=s: (div(t(f"flip&{R}:{s}"), t(f"nright&{R}:{s}"))
-                                                  - div(t(f"flip&{CONTROL}:{s}"), t(f"nright&{CONTROL}:{s}")))
+        out[p + ("contrast",)] = lambda t, s=s: contrast(t, s)
+        direct = s.replace("student_bootstrap_", "student_")
+        if direct != s and settings.get(direct) is not None:
+            # the paper's third finding: does bootstrapping through an intermediate model change the contrast?
+            out[p + ("contrast_minus_direct",)] = lambda t, s=s, d=direct: contrast(t, s) - contrast(t, d)
     return out
 
 

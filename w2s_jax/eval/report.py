@@ -141,7 +141,9 @@ def _setting_section(name: str, s: dict, p: dict) -> list[str]:
                     [[DS_LABELS[k], ci(_get(s, "ds", k)), seeds(_get(s, "ds", k))] for k in dm.DS_KEYS]
                     + [["deception contrast", ci(s.get("contrast")), seeds(s.get("contrast"))],
                        ["accuracy minus the baseline's", ci(s.get("accuracy_vs_baseline")),
-                        seeds(s.get("accuracy_vs_baseline"))]])
+                        seeds(s.get("accuracy_vs_baseline"))]]
+                    + ([["contrast minus the direct student's", ci(s["contrast_minus_direct"]),
+                         seeds(s["contrast_minus_direct"])]] if s.get("contrast_minus_direct") else []))
     if s.get("flip_share"):
         lines += ["Flip share: of the examples of Q the baseline gets right, the share this student gets wrong.", ""]
         lines += _table(["region Q", "baseline right in Q", "flip share [95%]", "per seed"],
