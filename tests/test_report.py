@@ -344,6 +344,8 @@ def test_cli_missing_results_exits_nonzero_with_one_line(tmp_path):
     (lambda r: r["models"][1].__setitem__("test_logits", [0.1] * 3), "'models[1].test_logits'"),
     (lambda r: r["models"][1]["test_logits"].__setitem__(2, "x"), "'models[1].test_logits[2]'"),
     (lambda r: r.update(schema_version=3), "'schema_version'"),
+    (lambda r: [m.__setitem__("test_correct", []) for m in r["models"]] and r.pop("n_test"),
+     "'models[0].test_correct'"),
 ])
 def test_malformed_results_name_the_field(tmp_path, capsys, mutate, field):
     results = single_run()

@@ -56,6 +56,8 @@ def _check_models(models: Any, field: str, path: Path, n_test: Any) -> list[dict
             raise ReportError(f"{path}: field '{f}.role' repeats role {m['role']!r}")
         roles.add(m["role"])
         correct = _bool_list(m.get("test_correct"), f"{f}.test_correct", path)
+        if not len(correct):
+            raise ReportError(f"{path}: field '{f}.test_correct' is empty (no test example to score)")
         if isinstance(n_test, int) and len(correct) != n_test:
             raise ReportError(f"{path}: field '{f}.test_correct' has {len(correct)} entries but 'n_test' is {n_test}")
         if length is not None and len(correct) != length:
