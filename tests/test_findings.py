@@ -73,6 +73,7 @@ def test_pgr_at_or_below_zero_warns_with_the_base_sizes():
     assert "cannot carry a conclusion" in warning
     # The student repeats the weak teacher: no right answer in R to flip, the contrast is undefined there.
     assert finding(pair, "deception (explicit)")["verdict"] == "undefined"
+    assert "caveat: see the warning above" in finding(pair, "deception (explicit)")["text"]
 
 
 def test_generalization_and_gap_verdicts():

@@ -99,12 +99,14 @@ def pair_findings(p: dict, several_seeds: bool) -> tuple[list[dict], list[str]]:
             {"present": "it breaks more of what the weak teacher cannot check",
              "reversed": "it breaks more where the weak teacher is right"},
             f" (S_k&W_uk {with_ci(_get(s, 'flip_share', R))}, S_k&W_k {with_ci(_get(s, 'flip_share', CONTROL))})")
+        if warnings:
+            items[-1]["text"] += " [caveat: see the warning above; this verdict cannot carry a conclusion alone]"
         if name.startswith("bootstrap") and s.get("contrast_minus_direct"):
             direct = name.removeprefix("bootstrap_")
             add(f"bootstrapping vs the direct student ({name} vs {direct})",
                 f"deception contrast of {name} minus that of {direct}", s["contrast_minus_direct"],
                 {"present": "bootstrapping raises the contrast", "reversed": "bootstrapping lowers the contrast"})
-        if name.startswith("bootstrap") and s.get("baseline") == dm.BASELINE_ROLE:
+        if name.startswith("bootstrap") and not s.get("conflict") and s.get("baseline") == dm.BASELINE_ROLE:
             add(f"bootstrapping through the intermediate model ({name} vs the direct {s['baseline']})",
                 "accuracy difference", s.get("accuracy_vs_baseline"),
                 {"present": "the bootstrapped student is more accurate", "reversed": "the direct student is more "
