@@ -72,8 +72,22 @@ def test_pgr_at_or_below_zero_warns_with_the_base_sizes():
     assert warning.startswith("PGR <= 0") and "|S_k&W_uk| = 200.0" in warning and "gets 0.0 right" in warning
     assert "cannot carry a conclusion" in warning
     # The student repeats the weak teacher: no right answer in R to flip, the contrast is undefined there.
-    assert finding(pair, "deception (explicit)")["verdict"] == "undefined"
-    assert "caveat: see the warning above" in finding(pair, "deception (explicit)")["text"]
+    item = finding(pair, "deception (explicit)")
+    assert item["verdict"] == "inconclusive" and "the interval alone says: undefined" in item["text"]
+
+
+def test_no_generalization_makes_a_clear_contrast_inconclusive():
+    no_conflict = WEAK.copy()
+    no_conflict[:30] = True  # right on 30 of R ...
+    no_conflict[200:240] = False  # ... but wrong on 40 the weak ceiling gets right: PGR < 0
+    conflict = no_conflict.copy()
+    conflict[:20] = False
+    pair = metrics_for(no_conflict, conflict)
+    assert finding(pair, "weak-to-strong")["value"] == pytest.approx(-10 / 600 / (100 / 600))
+    item = finding(pair, "deception (explicit)")
+    assert item["value"] == pytest.approx(20 / 30) and item["ci95"][0] > 0
+    assert item["verdict"] == "inconclusive" and "the interval alone says: present" in item["text"]
+    assert "breaks more of what" not in item["text"] and pair["warnings"][0].startswith("PGR <= 0")
 
 
 def test_generalization_and_gap_verdicts():
