@@ -179,3 +179,14 @@ def test_fast_enough():
     out = measures.pair_metrics(runs, True, 10_000, 0)
     assert time.perf_counter() - start < 90
     assert len(out["models"]) == 10 and len(out["settings"]) == 7
+
+
+def test_logits_missing_in_one_seed_leave_that_model_without_auroc():
+    rng = np.random.default_rng(5)
+    vec = [{"weak_ceiling": rng.random(30) < 0.5, "strong_ceiling": rng.random(30) < 0.8} for _ in range(2)]
+    margins = [{"weak_ceiling": rng.normal(size=30), "strong_ceiling": rng.normal(size=30)},
+               {"weak_ceiling": None, "strong_ceiling": rng.normal(size=30)}]
+    out = measures.pair_metrics(runs_of(vec, margins), True, 50, 0)
+    assert "auroc" not in out["models"]["weak_ceiling"] and "ece" not in out["models"]["weak_ceiling"]
+    assert len(out["models"]["strong_ceiling"]["auroc"]["per_seed"]) == 2
+    assert any("test_logits missing for weak_ceiling" in x for x in out["notes"])

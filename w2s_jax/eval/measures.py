@@ -164,7 +164,8 @@ def pair_metrics(runs: list[dict], calibration: bool, resamples: int, seed: int)
     if len(has_margin) < len(roles):
         notes.append("test_logits missing for " + ", ".join(sorted(role_set - has_margin)) + ": no AUROC/ECE/Brier")
 
-    feats = [_features({r: run["correct"][r] for r in roles}, run["margin"], settings, calibration) for run in runs]
+    feats = [_features({r: run["correct"][r] for r in roles}, {r: run["margin"][r] for r in has_margin}, settings,
+                       calibration) for run in runs]
     names = list(feats[0])
     col = {nm: i for i, nm in enumerate(names)}
     n, S = feats[0]["n"].size, len(runs)
