@@ -80,7 +80,8 @@ def test_runtime_knobs_keep_the_math(checkpoints, knobs, variant):
                                np.asarray(base.model.apply({"params": base.params}, ids, mask)), atol=1e-5)
     g_base, g_other = jax.grad(loss(base.model))(base.params), jax.grad(loss(other.model))(other.params)
     for a, b in zip(jax.tree.leaves(g_base), jax.tree.leaves(g_other)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+        # fp32 reassociation noise scales with the leaf (Gemma's embedding gradient is in the hundreds)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6 * max(1.0, float(np.abs(a).max())))
 
 
 def test_bf16_compute_with_fp32_master_weights(checkpoints):
