@@ -136,14 +136,15 @@ def dequantised(name: str, cache_dir: str | os.PathLike | None = None) -> tuple[
     """The cached safetensors directory for a GGUF model spec name, made on first use, and its record.
 
     `cache_dir` defaults to `~/.cache/w2s_jax/gguf`; an experiment passes `<workdir>/models/base`.
-    The record (a small JSON-able dict) is what results.json should carry as the dequantisation note.
+    The record (a small JSON-able dict: source, gguf_file, package, sha256, tensor_types, file_type, dtype,
+    dequantised_by, cache) is what results.json should carry as the dequantisation note.
     """
     cache = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE).expanduser()
     slug, pkg, path = _source(name)
     sha = importlib.import_module(pkg.module).EXPECTED_SHA256 if path is None else _sha256(path)
     target = cache / f"{slug}-{sha[:12]}"
     if (target / RECORD).is_file():
-        return target, json.loads((target / RECORD).read_text())
+        return target, _record(target)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{target.name}.", suffix=".tmp"))
     try:
@@ -166,4 +167,8 @@ def dequantised(name: str, cache_dir: str | os.PathLike | None = None) -> tuple[
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target, json.loads((target / RECORD).read_text())
+    return target, _record(target)
+
+
+def _record(target: Path) -> dict:
+    return {**json.loads((target / RECORD).read_text()), "cache": str(target)}
