@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 
 from w2s_jax.models import packaged, registry, sharding
 from w2s_jax.models.config import ModelConfig
+from w2s_jax.models.files import ModelFileError, TensorSource, one_line_cause, load_hf_config
 from w2s_jax.models.heads import Transformer, torch_linear_init
 from w2s_jax.models.weights import IGNORED_SUFFIXES, expected_hf_names, get_leaf, iter_flax_leaves, params_to_hf, \
     set_leaf
@@ -35,16 +36,6 @@ log = logging.getLogger(__name__)
 REWARD_HEAD_FILE = "reward_head.safetensors"
 REWARD_HEAD_KEY = "weight"  # [1, D], the layout of torch.nn.Linear(D, 1, bias=False).weight
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
-
-
-class ModelFileError(ValueError):
-    """A model file or directory that cannot be used as is (damaged, incomplete, unsafe, or not fitting its
-    config). Its message is one line naming the file and the cause; the entry point exits with status 2."""
-
-
-def _cause(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 @dataclasses.dataclass
@@ -94,100 +85,6 @@ def init_params(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0, rewar
     return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading Hugging Face tensors
-
-
-class TensorSource:
-    """Name -> numpy array over safetensors files (single, or sharded with an index), read lazily."""
-
-    def __init__(self, directory: Path, prefixes: tuple[str, ...]):
-        from safetensors import safe_open
-
-        self.directory, self.prefixes, self._open = directory, prefixes, {}
-        self._safe_open = safe_open
-        index = directory / "model.safetensors.index.json"
-        single = directory / "model.safetensors"
-        if index.exists():
-            try:
-                self.file_of = {k: directory / v for k, v in json.loads(index.read_text())["weight_map"].items()}
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise ModelFileError(f"{index}: not a safetensors index ({_cause(e)})") from None
-            missing = sorted({str(f) for f in self.file_of.values() if not f.is_file()})
-            if missing:
-                raise ModelFileError(f"{index}: names shard file(s) that are not there: {missing[:3]}")
-        elif single.exists():
-            self.file_of = {k: single for k in self._safe(single).keys()}
-        else:
-            self.file_of = {}
-        self._torch_state = None
-        if not self.file_of:
-            self._load_torch_bin()
-
-    def _load_torch_bin(self):
-        bins = sorted(self.directory.glob("pytorch_model*.bin"))
-        if not bins:
-            raise FileNotFoundError(f"{self.directory}: no model.safetensors, model.safetensors.index.json or "
-                                    f"pytorch_model*.bin")
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"{self.directory} has only PyTorch .bin weights; install torch to read them "
-                              f"(they are opened with weights_only=True) or convert them to safetensors") from e
-        self._torch_state = {}
-        for b in bins:
-            try:  # weights_only: a pickle that would build anything but tensors is refused, never run
-                state = torch.load(b, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise ModelFileError(f"{b}: not a plain PyTorch weights file, refused ({_cause(e)})") from None
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise ModelFileError(f"{b}: holds a {type(state).__name__}, not a name -> tensor state dict")
-            self._torch_state.update({k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
-                                      for k, v in state.items()})
-        self.file_of = {k: bins[0] for k in self._torch_state}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, np.ndarray], prefixes: tuple[str, ...], origin: str):
-        self = cls.__new__(cls)
-        self.directory, self.prefixes, self._open = Path(origin), prefixes, {}
-        self._torch_state, self.file_of = state, {k: Path(origin) for k in state}
-        return self
-
-    def resolve(self, name: str, absolute: bool) -> str:
-        for prefix in ("",) if absolute else self.prefixes:
-            if prefix + name in self.file_of:
-                return prefix + name
-        files = sorted({p.name for p in self.file_of.values()}) or ["(no tensors)"]
-        raise ModelFileError(f"{self.directory}: checkpoint ({', '.join(files[:3])}) has no tensor {name!r} "
-                             f"(tried prefixes {list(self.prefixes) if not absolute else ['']})")
-
-    def file_name(self, key: str) -> Path:
-        return self.file_of.get(key, self.directory)
-
-    def _safe(self, path: Path):
-        if path not in self._open:
-            try:
-                self._open[path] = self._safe_open(path, "numpy")
-            except Exception as e:  # truncated, not safetensors at all, unreadable
-                raise ModelFileError(f"{path}: not a readable safetensors file ({_cause(e)})") from None
-        return self._open[path]
-
-    def __call__(self, name: str, absolute: bool = False) -> np.ndarray:
-        key = self.resolve(name, absolute)
-        if self._torch_state is not None:
-            return self._torch_state[key]
-        path = self.file_of[key]
-        try:
-            return self._safe(path).get_tensor(key)
-        except ModelFileError:
-            raise
-        except Exception as e:
-            raise ModelFileError(f"{path}: tensor {key!r} cannot be read ({_cause(e)})") from None
-
-    def close(self):
-        self._open.clear()
-
-
 def _is_hf_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
 
@@ -212,20 +109,6 @@ def resolve_source(name_or_dir: str, revision: str | None = None, cache_dir: str
     except Exception as e:  # offline, unknown repo, gated repo: one clear line
         raise FileNotFoundError(f"{name_or_dir}: not a local directory and the Hugging Face hub could not provide "
                                 f"it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-
-
-def load_hf_config(directory: str | os.PathLike, trust_remote_code: bool = False) -> transformers.PretrainedConfig:
-    """`AutoConfig` of a model directory; a config.json that does not parse or names no usable model is a
-    `ModelFileError` naming the file."""
-    path = Path(directory) / "config.json"
-    try:
-        json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: does not parse as JSON ({_cause(e)})") from None
-    try:
-        return transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, TypeError, OSError) as e:
-        raise ModelFileError(f"{path}: not a usable model config ({_cause(e)})") from None
 
 
 def truncated_config(cfg: ModelConfig, num_layers: int | None, what: str) -> ModelConfig:
@@ -279,7 +162,7 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
     except (ModelFileError, FileNotFoundError):
         raise
     except Exception as e:  # a per-layer tensor whose shape does not fit the config cannot even be stacked
-        raise ModelFileError(f"{get_tensor.directory}: weights do not fit config.json ({_cause(e)})") from None
+        raise ModelFileError(f"{get_tensor.directory}: weights do not fit config.json ({one_line_cause(e)})") from None
     used = {get_tensor.resolve(n, a) for n, a in expected_hf_names(fam.WEIGHT_RULES, cfg)}
     dropped = _dropped_layer_names(get_tensor.file_of, cfg.num_layers, full_layers)
     unused = [k for k in get_tensor.file_of if k not in used and not k.endswith(IGNORED_SUFFIXES)
@@ -294,7 +177,7 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
             try:
                 kernel = load_file(reward_head_file)[REWARD_HEAD_KEY].T  # [1, D] -> [D, 1]
             except Exception as e:
-                raise ModelFileError(f"{reward_head_file}: not a reward head file ({_cause(e)})") from None
+                raise ModelFileError(f"{reward_head_file}: not a reward head file ({one_line_cause(e)})") from None
             if kernel.shape != (cfg.output_dim, 1):
                 raise ModelFileError(f"{reward_head_file}: reward head of shape {kernel.shape[::-1]}, expected "
                                  f"{(1, cfg.output_dim)}")
