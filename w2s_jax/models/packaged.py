@@ -106,8 +106,10 @@ def _gguf_summary(path: Path) -> dict:
     counts = collections.Counter(t.tensor_type.name for t in reader.tensors)
     out = {"tensor_types": dict(sorted(counts.items())), "architecture": None, "file_type": None}
     for key, field in (("architecture", "general.architecture"), ("file_type", "general.file_type")):
-        if field in reader.fields:
-            value = reader.fields[field].contents()
+        if field in reader.fields:  # a scalar's value is the part its data index points to (gguf >= 0.10)
+            f = reader.fields[field]
+            raw = f.parts[f.data[0]]
+            value = bytes(raw).decode("utf-8") if f.types[0] == gguf.GGUFValueType.STRING else raw[0].item()
             if key == "file_type":
                 try:
                     value = gguf.LlamaFileType(int(value)).name
