@@ -8,7 +8,7 @@ from safetensors.numpy import load_file, save_file
 
 import tiny_models
 from w2s_jax.models.build import ModelSpecError, check_compatible, random_config
-from w2s_jax.models.convert import from_pretrained
+from w2s_jax.models.convert import ModelFileError, from_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_missing_tensor_is_named(gpt2_dir, tmp_path):
     dropped = next(k for k in tensors if k.endswith("h.1.mlp.c_fc.weight"))
     del tensors[dropped]
     save_file(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(KeyError, match=r"h\.1\.mlp\.c_fc\.weight"):
+    with pytest.raises(ModelFileError, match=r"model\.safetensors\) has no tensor 'h\.1\.mlp\.c_fc\.weight'"):
         from_pretrained(str(tmp_path))
 
 
@@ -57,7 +57,7 @@ def test_shape_mismatch_is_reported(gpt2_dir, tmp_path):
     config["n_inner"] = 96  # weights are 4 * 64 = 256 wide
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
-    with pytest.raises(ValueError, match="fc_in/kernel has shape"):
+    with pytest.raises(ModelFileError, match="fc_in/kernel has shape"):
         from_pretrained(str(tmp_path))
 
 

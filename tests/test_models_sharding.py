@@ -12,7 +12,7 @@ from w2s_jax.models.heads import Transformer
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     out = {}
-    for variant in ("gpt2", "llama", "opt-350m"):
+    for variant in ("gpt2", "llama", "opt-350m", "gemma3", "qwen3"):
         directory = tmp_path_factory.mktemp(variant)
         tiny_models.build(variant, directory)
         out[variant] = directory
@@ -30,7 +30,7 @@ def _forward(loaded, ids, mask, mesh=None):
     return jax.tree.map(np.asarray, jax.jit(run)(loaded.params, *placed))
 
 
-@pytest.mark.parametrize("variant", ["gpt2", "llama", "opt-350m"])
+@pytest.mark.parametrize("variant", ["gpt2", "llama", "opt-350m", "gemma3", "qwen3"])
 @pytest.mark.parametrize("mesh_shape", [dict(fsdp=4, tensor=2), dict(fsdp=8, tensor=1), dict(data=2, fsdp=4)])
 def test_sharded_forward_equals_single_device(checkpoints, variant, mesh_shape):
     assert len(jax.devices()) == 8, "conftest must create 8 fake CPU devices"
@@ -70,16 +70,18 @@ def test_mesh_validation_names_the_problem(bad, message):
 
 @pytest.mark.parametrize("knobs", [dict(scan_layers=False), dict(remat_policy="full"),
                                    dict(remat_policy="dots", scan_layers=False), dict(attention_impl="xla")])
-def test_runtime_knobs_keep_the_math(checkpoints, knobs):
+@pytest.mark.parametrize("variant", ["llama", "gemma3"])  # gemma3 scans a per-layer input (the layer kind)
+def test_runtime_knobs_keep_the_math(checkpoints, knobs, variant):
     ids, mask = tiny_models.right_padded_batch([8, 5], T=8)
-    base = from_pretrained(str(checkpoints["llama"]))
-    other = from_pretrained(str(checkpoints["llama"]), **knobs)
+    base = from_pretrained(str(checkpoints[variant]))
+    other = from_pretrained(str(checkpoints[variant]), **knobs)
     loss = lambda m: (lambda p: m.apply({"params": p}, ids, mask).astype("float32").mean())
     np.testing.assert_allclose(np.asarray(other.model.apply({"params": other.params}, ids, mask)),
                                np.asarray(base.model.apply({"params": base.params}, ids, mask)), atol=1e-5)
     g_base, g_other = jax.grad(loss(base.model))(base.params), jax.grad(loss(other.model))(other.params)
     for a, b in zip(jax.tree.leaves(g_base), jax.tree.leaves(g_other)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+        # fp32 reassociation noise scales with the leaf (Gemma's embedding gradient is in the hundreds)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6 * max(1.0, float(np.abs(a).max())))
 
 
 def test_bf16_compute_with_fp32_master_weights(checkpoints):

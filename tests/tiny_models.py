@@ -29,6 +29,20 @@ VARIANTS = {
     "smollm2": lambda: transformers.LlamaConfig(**{**COMMON_LLAMA, "num_key_value_heads": 1},
                                                 tie_word_embeddings=True,
                                                 rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
+    "qwen3": lambda: transformers.Qwen3Config(**COMMON_LLAMA, head_dim=32, tie_word_embeddings=False),
+    "qwen3-tied-bias": lambda: transformers.Qwen3Config(**COMMON_LLAMA, tie_word_embeddings=True,
+                                                        attention_bias=True),
+    # Gemma 3: 4 layers, sliding (window 5) / global interleaved, distinct local and global RoPE bases, the
+    # global one with linear scaling; head_dim and query_pre_attn_scalar set apart from hidden/heads.
+    "gemma3": lambda: transformers.Gemma3TextConfig(
+        **{**COMMON_LLAMA, "num_hidden_layers": 4}, head_dim=24, query_pre_attn_scalar=20, sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}),
+    # untied LM head, attention biases and final logit softcapping
+    "gemma3-untied-softcap": lambda: transformers.Gemma3TextConfig(
+        **COMMON_LLAMA, head_dim=16, sliding_window=3, tie_word_embeddings=False, attention_bias=True,
+        final_logit_softcapping=2.0, layer_types=["full_attention", "sliding_attention"]),
 }
 
 

@@ -50,12 +50,21 @@ def check_compatible(cfg: ModelConfig, tokenizer, max_len: int, what: str) -> No
 
 
 def build_model(spec: Mapping[str, Any], *, what: str, mesh: Mesh, seed: int, max_len: int,
-                runtime: Mapping[str, Any], tokenizer=None, trust_remote_code: bool = False) -> Pretrained:
-    """Fresh base weights (+ a reward head initialised with `seed`) for one training run."""
+                runtime: Mapping[str, Any], tokenizer=None, trust_remote_code: bool = False,
+                cache_dir=None) -> Pretrained:
+    """Fresh base weights (+ a reward head initialised with `seed`) for one training run.
+
+    A pretrained spec may set `num_layers` (keep the checkpoint's first k layers); a GGUF name
+    (`gguf:<package>`, `<path>.gguf`) is dequantised once into `cache_dir` (default ~/.cache/w2s_jax/gguf).
+    What was done is in the result's `.provenance`."""
     init = spec.get("init", "pretrained")
     if init == "pretrained":
+        layers = spec.get("num_layers", None)
+        if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int)):
+            raise ModelSpecError(f"{what}.num_layers must be an integer, got {layers!r}")
         loaded = from_pretrained(spec["name"], mesh=mesh, reward_head=True, seed=seed,
-                                 trust_remote_code=trust_remote_code, **runtime)
+                                 trust_remote_code=trust_remote_code, cache_dir=cache_dir, num_layers=layers,
+                                 **runtime)
         tokenizer = loaded.tokenizer if tokenizer is None else tokenizer
         if tokenizer is None:
             raise ModelSpecError(f"{what}: {spec['name']} ships no tokenizer; set {what}.tokenizer")

@@ -25,8 +25,8 @@ class ModelConfig:
     `w2s_jax/models/` that owns the module and the weight table.
     """
 
-    family: str  # "gpt2" | "opt" | "llama"
-    model_type: str  # the Hugging Face model_type (gpt2, opt, llama, mistral, qwen2, ...)
+    family: str  # "gpt2" | "opt" | "llama" | "gemma3"
+    model_type: str  # the Hugging Face model_type (gpt2, opt, llama, mistral, qwen2, qwen3, gemma3_text, ...)
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -49,6 +49,13 @@ class ModelConfig:
     final_norm: bool = True
     embed_dim: int | None = None  # OPT word_embed_proj_dim when it differs from hidden_size
     norm_affine: bool = True
+    norm_plus_one: bool = False  # Gemma: RMSNorm scale stored as w, applied as (1 + w)
+    qk_norm: bool = False  # Qwen3 / Gemma 3: RMSNorm over each head's q and k before RoPE
+    # Gemma 3: per-layer "sliding_attention" / "full_attention"; sliding layers use `rope_local_theta`.
+    layer_types: tuple[str, ...] = ()
+    rope_local_theta: float | None = None
+    query_pre_attn_scalar: float | None = None  # attention scale is its -1/2 power (default head_dim)
+    final_logit_softcap: float | None = None
     # Runtime knobs.
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype of matmuls and attention

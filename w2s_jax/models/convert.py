@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,8 +24,9 @@ import numpy as np
 import transformers
 from jax.sharding import Mesh
 
-from w2s_jax.models import registry, sharding
+from w2s_jax.models import packaged, registry, sharding
 from w2s_jax.models.config import ModelConfig
+from w2s_jax.models.files import ModelFileError, TensorSource, one_line_cause, load_hf_config
 from w2s_jax.models.heads import Transformer, torch_linear_init
 from w2s_jax.models.weights import IGNORED_SUFFIXES, expected_hf_names, get_leaf, iter_flax_leaves, params_to_hf, \
     set_leaf
@@ -45,6 +47,8 @@ class Pretrained:
     params: dict
     tokenizer: Any
     source: str
+    # what was done to the weights on the way in (GGUF dequantisation, layer truncation), for results.json
+    provenance: dict = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,81 +85,17 @@ def init_params(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0, rewar
     return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading Hugging Face tensors
-
-
-class TensorSource:
-    """Name -> numpy array over safetensors files (single, or sharded with an index), read lazily."""
-
-    def __init__(self, directory: Path, prefixes: tuple[str, ...]):
-        from safetensors import safe_open
-
-        self.directory, self.prefixes, self._open = directory, prefixes, {}
-        index = directory / "model.safetensors.index.json"
-        single = directory / "model.safetensors"
-        if index.exists():
-            self.file_of = {k: directory / v for k, v in json.loads(index.read_text())["weight_map"].items()}
-        elif single.exists():
-            with safe_open(single, "numpy") as f:
-                self.file_of = {k: single for k in f.keys()}
-        else:
-            self.file_of = {}
-        self._safe_open = safe_open
-        self._torch_state = None
-        if not self.file_of:
-            self._load_torch_bin()
-
-    def _load_torch_bin(self):
-        bins = sorted(self.directory.glob("pytorch_model*.bin"))
-        if not bins:
-            raise FileNotFoundError(f"{self.directory}: no model.safetensors, model.safetensors.index.json or "
-                                    f"pytorch_model*.bin")
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"{self.directory} has only PyTorch .bin weights; install torch to read them "
-                              f"(they are opened with weights_only=True) or convert them to safetensors") from e
-        self._torch_state = {}
-        for b in bins:
-            state = torch.load(b, map_location="cpu", weights_only=True)
-            self._torch_state.update({k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
-                                      for k, v in state.items()})
-        self.file_of = {k: bins[0] for k in self._torch_state}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, np.ndarray], prefixes: tuple[str, ...], origin: str):
-        self = cls.__new__(cls)
-        self.directory, self.prefixes, self._open = Path(origin), prefixes, {}
-        self._torch_state, self.file_of = state, {k: Path(origin) for k in state}
-        return self
-
-    def resolve(self, name: str, absolute: bool) -> str:
-        for prefix in ("",) if absolute else self.prefixes:
-            if prefix + name in self.file_of:
-                return prefix + name
-        raise KeyError(f"{self.directory}: checkpoint has no tensor {name!r} "
-                       f"(tried prefixes {list(self.prefixes) if not absolute else ['']})")
-
-    def __call__(self, name: str, absolute: bool = False) -> np.ndarray:
-        key = self.resolve(name, absolute)
-        if self._torch_state is not None:
-            return self._torch_state[key]
-        path = self.file_of[key]
-        if path not in self._open:
-            self._open[path] = self._safe_open(path, "numpy")
-        return self._open[path].get_tensor(key)
-
-    def close(self):
-        self._open.clear()
-
-
 def _is_hf_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
 
 
-def resolve_source(name_or_dir: str, revision: str | None = None) -> Path:
-    """A local Hugging Face directory as is; otherwise a hub id, downloaded (weights as safetensors only)."""
+def resolve_source(name_or_dir: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+                   ) -> Path:
+    """A local Hugging Face directory as is; a GGUF spec (`gguf:<package>`, a `.gguf` path) as its dequantised
+    safetensors directory under `cache_dir` (see `packaged.py`); otherwise a hub id, downloaded (weights as
+    safetensors only)."""
+    if packaged.is_gguf(name_or_dir):
+        return packaged.dequantised(name_or_dir, cache_dir)[0]
     if _is_hf_dir(name_or_dir):
         return Path(name_or_dir)
     if os.path.exists(name_or_dir):
@@ -171,6 +111,16 @@ def resolve_source(name_or_dir: str, revision: str | None = None) -> Path:
                                 f"it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
+def truncated_config(cfg: ModelConfig, num_layers: int | None, what: str) -> ModelConfig:
+    """The first `num_layers` layers of `cfg` (None: all of them)."""
+    if num_layers is None or num_layers == cfg.num_layers:
+        return cfg
+    if not isinstance(num_layers, int) or not 1 <= num_layers <= cfg.num_layers:
+        raise ValueError(f"{what}: num_layers={num_layers!r} must be an integer in 1..{cfg.num_layers}, the "
+                         f"checkpoint's layer count")
+    return cfg.replace(num_layers=num_layers, layer_types=cfg.layer_types[:num_layers])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # from_pretrained
 
@@ -183,8 +133,16 @@ def _load_tokenizer(directory: Path, trust_remote_code: bool, **kwargs):
     return transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code, **kwargs)
 
 
+def _dropped_layer_names(names, kept: int, full_layers: int | None) -> set[str]:
+    """Tensors of layers kept..full_layers-1 (left out on purpose by a truncated load)."""
+    if not full_layers or full_layers <= kept:
+        return set()
+    pattern = re.compile(r"(^|\.)(layers|h)\.(\d+)\.")
+    return {k for k in names if (m := pattern.search(k)) and kept <= int(m.group(3)) < full_layers}
+
+
 def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, reward_head: bool, seed: int,
-                 reward_head_file: Path | None) -> dict:
+                 reward_head_file: Path | None, full_layers: int | None = None) -> dict:
     fam = registry.family(cfg.family)
     boxed = abstract_params(cfg, reward_head)
     mesh = mesh or sharding.make_mesh(devices=jax.devices()[:1])
@@ -192,16 +150,23 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
     shapes = nn.unbox(boxed)
     dtype = cfg.jnp_param_dtype
     params: dict = {}
-    for path, array in iter_flax_leaves(get_tensor, fam.WEIGHT_RULES, cfg):
-        full = ("backbone", *path)
-        want = get_leaf(shapes, full)
-        if tuple(array.shape) != tuple(want.shape):
-            raise ValueError(f"{get_tensor.directory}: weight for {'/'.join(path)} has shape {array.shape}, the "
-                             f"config implies {want.shape}")
-        set_leaf(params, full, sharding.place(np.asarray(array, dtype=dtype), get_leaf(shardings, full)))
+    try:
+        leaves = iter_flax_leaves(get_tensor, fam.WEIGHT_RULES, cfg)
+        for path, array in leaves:
+            full = ("backbone", *path)
+            want = get_leaf(shapes, full)
+            if tuple(array.shape) != tuple(want.shape):
+                raise ModelFileError(f"{get_tensor.directory}: weight for {'/'.join(path)} has shape {array.shape},"
+                                     f" the config implies {want.shape}")
+            set_leaf(params, full, sharding.place(np.asarray(array, dtype=dtype), get_leaf(shardings, full)))
+    except (ModelFileError, FileNotFoundError):
+        raise
+    except Exception as e:  # a per-layer tensor whose shape does not fit the config cannot even be stacked
+        raise ModelFileError(f"{get_tensor.directory}: weights do not fit config.json ({one_line_cause(e)})") from None
     used = {get_tensor.resolve(n, a) for n, a in expected_hf_names(fam.WEIGHT_RULES, cfg)}
+    dropped = _dropped_layer_names(get_tensor.file_of, cfg.num_layers, full_layers)
     unused = [k for k in get_tensor.file_of if k not in used and not k.endswith(IGNORED_SUFFIXES)
-              and not (cfg.tie_embeddings and k == "lm_head.weight")]
+              and not (cfg.tie_embeddings and k == "lm_head.weight") and k not in dropped]
     if unused:
         warnings.warn(f"{get_tensor.directory}: {len(unused)} checkpoint tensor(s) not used: {unused[:8]}")
     if reward_head:
@@ -209,9 +174,12 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
         if reward_head_file is not None and reward_head_file.exists():
             from safetensors.numpy import load_file
 
-            kernel = load_file(reward_head_file)[REWARD_HEAD_KEY].T  # [1, D] -> [D, 1]
+            try:
+                kernel = load_file(reward_head_file)[REWARD_HEAD_KEY].T  # [1, D] -> [D, 1]
+            except Exception as e:
+                raise ModelFileError(f"{reward_head_file}: not a reward head file ({one_line_cause(e)})") from None
             if kernel.shape != (cfg.output_dim, 1):
-                raise ValueError(f"{reward_head_file}: reward head of shape {kernel.shape[::-1]}, expected "
+                raise ModelFileError(f"{reward_head_file}: reward head of shape {kernel.shape[::-1]}, expected "
                                  f"{(1, cfg.output_dim)}")
         else:
             kernel = np.asarray(torch_linear_init(jax.random.PRNGKey(seed), (cfg.output_dim, 1), jnp.float32))
@@ -221,46 +189,37 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
 
 def from_pretrained(name_or_dir: str, *, mesh: Mesh | None = None, reward_head: bool = False, seed: int = 0,
                     load_tokenizer: bool = True, revision: str | None = None, trust_remote_code: bool = False,
-                    gguf_file: str | None = None, **runtime) -> Pretrained:
-    """Load a Hugging Face causal LM (local directory, hub id, or a GGUF file) into our Flax module.
+                    gguf_file: str | None = None, cache_dir: str | os.PathLike | None = None,
+                    num_layers: int | None = None, **runtime) -> Pretrained:
+    """Load a Hugging Face causal LM (local directory, hub id, or a GGUF model) into our Flax module.
 
     `runtime` takes the model knobs: param_dtype, dtype, remat_policy, scan_layers, attention_impl.
     With `reward_head=True` the scalar head is read from `reward_head.safetensors` beside the weights when
     present, else initialised as PyTorch's Linear default with `seed`.
+    GGUF (`gguf:<package>`, a `.gguf` path, or `gguf_file=` inside `name_or_dir`) is dequantised once into
+    `cache_dir` (see `packaged.dequantised`). `num_layers` keeps only the first layers of the checkpoint (only
+    their weights are read). `.provenance` records both.
     """
-    if gguf_file is not None or str(name_or_dir).endswith(".gguf"):
-        return _from_gguf(name_or_dir, gguf_file, mesh=mesh, reward_head=reward_head, seed=seed,
-                          load_tokenizer=load_tokenizer, **runtime)
-    directory = resolve_source(str(name_or_dir), revision)
-    hf_config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-    cfg = registry.config_from_hf(hf_config, **runtime)
+    provenance: dict = {}
+    if gguf_file is not None:
+        name_or_dir = str(Path(name_or_dir) / gguf_file)
+    if packaged.is_gguf(str(name_or_dir)):
+        directory, provenance["dequantisation"] = packaged.dequantised(str(name_or_dir), cache_dir)
+    else:
+        directory = resolve_source(str(name_or_dir), revision)
+    hf_config = load_hf_config(directory, trust_remote_code)
+    full = registry.config_from_hf(hf_config, **runtime)
+    cfg = truncated_config(full, num_layers, str(name_or_dir))
+    if cfg.num_layers != full.num_layers:
+        provenance["truncation"] = {"num_layers": cfg.num_layers, "of": full.num_layers,
+                                    "kept": f"layers 0..{cfg.num_layers - 1}, embeddings, final norm and LM head"}
     source = TensorSource(directory, registry.family(cfg.family).HF_PREFIXES)
     try:
-        params = _load_params(source, cfg, mesh, reward_head, seed, directory / REWARD_HEAD_FILE)
+        params = _load_params(source, cfg, mesh, reward_head, seed, directory / REWARD_HEAD_FILE, full.num_layers)
     finally:
         source.close()
     tokenizer = _load_tokenizer(directory, trust_remote_code) if load_tokenizer else None
-    return Pretrained(Transformer(cfg), cfg, params, tokenizer, str(name_or_dir))
-
-
-def _from_gguf(name_or_dir: str, gguf_file: str | None, *, load_tokenizer: bool, **kwargs) -> Pretrained:
-    """GGUF through transformers' dequantiser (needs torch and the `gguf` package): an optional path."""
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError("loading GGUF files needs torch and gguf: pip install -e .[gguf]") from e
-    path = Path(name_or_dir)
-    directory, gguf_file = (path.parent, path.name) if gguf_file is None else (path, gguf_file)
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
-    cfg = registry.config_from_hf(hf_model.config, **{k: kwargs.pop(k) for k in list(kwargs)
-                                                      if k not in ("mesh", "reward_head", "seed")})
-    state = {k: v.detach().float().numpy() for k, v in hf_model.state_dict().items()}
-    del hf_model
-    source = TensorSource.from_state_dict(state, registry.family(cfg.family).HF_PREFIXES, str(directory / gguf_file))
-    params = _load_params(source, cfg, kwargs["mesh"], kwargs["reward_head"], kwargs["seed"], None)
-    tokenizer = (transformers.AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-                 if load_tokenizer else None)
-    return Pretrained(Transformer(cfg), cfg, params, tokenizer, str(directory / gguf_file))
+    return Pretrained(Transformer(cfg), cfg, params, tokenizer, str(name_or_dir), provenance)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -58,8 +58,10 @@ class Norm(nn.Module):
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.cfg.norm_eps)
         if self.cfg.norm_affine:
             pd = self.cfg.jnp_param_dtype
-            scale = self.param("scale", logical(nn.initializers.ones, "norm"), (self.features,), pd)
-            y = y * scale.astype(jnp.float32)
+            # Gemma stores the scale as an offset from one (y * (1 + w)), so its neutral value is zero
+            init = nn.initializers.zeros if self.cfg.norm_plus_one else nn.initializers.ones
+            scale = self.param("scale", logical(init, "norm"), (self.features,), pd).astype(jnp.float32)
+            y = y * (1.0 + scale if self.cfg.norm_plus_one else scale)
             if self.kind == "layer":
                 bias = self.param("bias", logical(nn.initializers.zeros, "norm"), (self.features,), pd)
                 y = y + bias.astype(jnp.float32)
@@ -135,6 +137,14 @@ def attention_implementation(cfg: ModelConfig) -> str | None:
     return "cudnn" if on_gpu and cfg.dtype in ("bfloat16", "float16") and cfg.head_dim <= 128 else "xla"
 
 
+def window_mask(length: int, window: int, sliding: jax.Array) -> jax.Array:
+    """[1, 1, T, T] mask of a layer whose kind is only known when traced (a scanned per-layer flag): keys at most
+    `window - 1` positions back when `sliding`, every key otherwise (causality is applied separately)."""
+    idx = jnp.arange(length)
+    near = (idx[:, None] - idx[None, :]) < window
+    return (near | ~sliding.astype(bool))[None, None]
+
+
 class Attention(nn.Module):
     """Causal multi-head / grouped-query self-attention over right-padded sequences."""
 
@@ -142,29 +152,36 @@ class Attention(nn.Module):
     use_rope: bool = False
 
     @nn.compact
-    def __call__(self, x, rows, rope=None):
-        """`rows` is `attention_rows(...)`: lengths [B] of right-padded rows, or segment ids [B, T] of packed rows."""
+    def __call__(self, x, rows, rope=None, sliding=None):
+        """`rows` is `attention_rows(...)`: lengths [B] of right-padded rows, or segment ids [B, T] of packed rows.
+        `sliding` (a traced bool, per layer) switches `cfg.sliding_window` on for models that mix layer kinds;
+        when None the window applies to every layer if the config has one."""
         cfg = self.cfg
         h, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = dense(cfg, (h, d), ("embed", "heads", "head_dim"), use_bias=cfg.qkv_bias, name="q_proj")(x)
         k = dense(cfg, (kv, d), ("embed", "kv_heads", "head_dim"), use_bias=cfg.qkv_bias, name="k_proj")(x)
         v = dense(cfg, (kv, d), ("embed", "kv_heads", "head_dim"), use_bias=cfg.qkv_bias, name="v_proj")(x)
+        if cfg.qk_norm:
+            q, k = Norm(cfg, "rms", d, name="q_norm")(q), Norm(cfg, "rms", d, name="k_norm")(k)
         if self.use_rope:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        window = None if cfg.sliding_window is None else (cfg.sliding_window - 1, 0)
+        scale = (cfg.query_pre_attn_scalar or d) ** -0.5
+        window, mask = None, None
+        if cfg.sliding_window is not None and sliding is None:
+            window = (cfg.sliding_window - 1, 0)
+        elif cfg.sliding_window is not None:
+            mask = window_mask(x.shape[1], cfg.sliding_window, sliding)
+        impl = attention_implementation(cfg)
         if rows.ndim == 1:  # right padding: padded keys come after every real query, lengths are enough
             out = jax.nn.dot_product_attention(
-                q, k, v, scale=1.0 / math.sqrt(d), is_causal=True, key_value_seq_lengths=rows,
-                local_window_size=window, implementation=attention_implementation(cfg))
+                q, k, v, mask=mask, scale=scale, is_causal=True, key_value_seq_lengths=rows,
+                local_window_size=window, implementation=impl)
         else:  # packed rows: a token sees only earlier tokens of its own segment
             same_segment = rows[:, None, :, None] == rows[:, None, None, :]
-            # cuDNN (flash attention: no [T, T] probabilities kept for the backward pass) takes the segment mask
-            # as an additive bias
-            impl = attention_implementation(cfg)
+            mask = same_segment if mask is None else same_segment & mask
             out = jax.nn.dot_product_attention(
-                q, k, v, mask=same_segment, scale=1.0 / math.sqrt(d), is_causal=True, local_window_size=window,
-                implementation=impl)
+                q, k, v, mask=mask, scale=scale, is_causal=True, local_window_size=window, implementation=impl)
         return dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), use_bias=cfg.out_bias, name="o_proj",
                      axis=(-2, -1))(out)
 
@@ -180,17 +197,19 @@ _REMAT = {
 }
 
 
-def stacked_layers(block_cls: type, cfg: ModelConfig, name: str = "layers") -> nn.Module:
+def stacked_layers(block_cls: type, cfg: ModelConfig, name: str = "layers", per_layer: bool = False) -> nn.Module:
     """`cfg.num_layers` copies of `block_cls` with stacked params; scanned, or fully unrolled.
 
-    A block is called as `block(x, rows, rope) -> (x, None)`, the signature nn.scan expects.
+    A block is called as `block(x, rows, rope) -> (x, None)`, the signature nn.scan expects; with `per_layer`,
+    as `block(x, rows, rope, xs)` where `xs` is this layer's slice of an array with a leading `num_layers` axis.
     """
     layer = _batch_sharded_input(block_cls)
     if cfg.remat_policy != "none":
         layer = nn.remat(layer, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
     scanned = nn.scan(
         layer, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+        in_axes=(nn.broadcast, nn.broadcast, 0) if per_layer else (nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
         unroll=1 if cfg.scan_layers else cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})
     return scanned(cfg, name=name)
@@ -201,8 +220,8 @@ def _batch_sharded_input(block_cls: type) -> type:
     `sharding.activation_sharding`: so FSDP all-gathers each layer's weights, never the activations."""
 
     class BatchShardedInput(block_cls):
-        def __call__(self, x, rows, rope):
-            return block_cls.__call__(self, sharding.constrain(x, ("batch", None, None)), rows, rope)
+        def __call__(self, x, rows, rope, *per_layer):
+            return block_cls.__call__(self, sharding.constrain(x, ("batch", None, None)), rows, rope, *per_layer)
 
     BatchShardedInput.__name__ = BatchShardedInput.__qualname__ = block_cls.__name__
     return BatchShardedInput

@@ -1,4 +1,5 @@
-"""The Llama family, config-driven: Llama, Mistral (sliding window), Qwen2 (q/k/v bias), SmolLM2 (tied).
+"""The Llama family, config-driven: Llama, Mistral (sliding window), Qwen2 (q/k/v bias), Qwen3 (per-head q/k
+RMSNorm), SmolLM2 (tied).
 
 RMSNorm, rotary positions, grouped-query attention and a SiLU-gated MLP. What differs between members is
 read from the Hugging Face config: biases, window, tying, RoPE base and scaling.
@@ -14,7 +15,8 @@ from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.weights import heads_bias, heads_in, heads_out, heads_out_hf, linear, rule
 
 HF_PREFIXES = ("model.", "")
-MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+               "qwen3": "Qwen3ForCausalLM"}
 
 
 def _rope(hf) -> tuple[float, tuple]:
@@ -31,7 +33,7 @@ def _rope(hf) -> tuple[float, tuple]:
 def _window(hf) -> int | None:
     layer_types = getattr(hf, "layer_types", None)
     window = getattr(hf, "sliding_window", None)
-    if hf.model_type == "qwen2" and not getattr(hf, "use_sliding_window", False):
+    if hf.model_type in ("qwen2", "qwen3") and not getattr(hf, "use_sliding_window", False):
         return None
     if layer_types:
         sliding = {t == "sliding_attention" for t in layer_types}
@@ -55,7 +57,7 @@ def config_from_hf(hf: transformers.PretrainedConfig, **runtime) -> ModelConfig:
         max_positions=hf.max_position_embeddings, activation=hf.hidden_act, norm_eps=hf.rms_norm_eps,
         qkv_bias=qwen or attn_bias, out_bias=attn_bias, mlp_bias=bool(getattr(hf, "mlp_bias", False)),
         tie_embeddings=bool(hf.tie_word_embeddings), rope_theta=theta, rope_scaling=scaling,
-        sliding_window=_window(hf), **runtime)
+        sliding_window=_window(hf), qk_norm=hf.model_type == "qwen3", **runtime)
 
 
 def config_to_hf(cfg: ModelConfig) -> transformers.PretrainedConfig:
@@ -68,10 +70,13 @@ def config_to_hf(cfg: ModelConfig) -> transformers.PretrainedConfig:
         architectures=[MODEL_TYPES[cfg.model_type]])
     if cfg.model_type == "mistral":
         return transformers.MistralConfig(sliding_window=cfg.sliding_window, **common)
+    window = cfg.sliding_window
     if cfg.model_type == "qwen2":
-        window = cfg.sliding_window
         return transformers.Qwen2Config(use_sliding_window=window is not None, sliding_window=window,
                                         max_window_layers=0, **common)
+    if cfg.model_type == "qwen3":
+        return transformers.Qwen3Config(use_sliding_window=window is not None, sliding_window=window,
+                                        max_window_layers=0, attention_bias=cfg.qkv_bias, **common)
     return transformers.LlamaConfig(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias, **common)
 
 
@@ -120,7 +125,7 @@ _q, _kv = heads_in("num_heads"), heads_in("num_kv_heads")
 _qb, _kvb = heads_bias("num_heads"), heads_bias("num_kv_heads")
 
 
-def _attn_rules():
+def attn_rules():
     out = []
     for name, (w, b) in {"q_proj": (_q, _qb), "k_proj": (_kv, _kvb), "v_proj": (_kv, _kvb)}.items():
         out.append(rule(f"layers.{{i}}.self_attn.{name}.weight", f"layers/attn/{name}/kernel",
@@ -130,10 +135,13 @@ def _attn_rules():
     out.append(rule("layers.{i}.self_attn.o_proj.weight", "layers/attn/o_proj/kernel", to_flax=heads_out,
                     to_hf=heads_out_hf))
     out.append(rule("layers.{i}.self_attn.o_proj.bias", "layers/attn/o_proj/bias", when=lambda c: c.out_bias))
+    for name in ("q_norm", "k_norm"):
+        out.append(rule(f"layers.{{i}}.self_attn.{name}.weight", f"layers/attn/{name}/scale",
+                        when=lambda c: c.qk_norm))
     return out
 
 
-def _mlp_rules():
+def mlp_rules():
     out = []
     for name in ("gate_proj", "up_proj", "down_proj"):
         out.append(rule(f"layers.{{i}}.mlp.{name}.weight", f"layers/{name}/kernel", to_flax=linear, to_hf=linear))
@@ -143,8 +151,8 @@ def _mlp_rules():
 
 WEIGHT_RULES = [
     rule("embed_tokens.weight", "embed_tokens/embedding"),
-    *_attn_rules(),
-    *_mlp_rules(),
+    *attn_rules(),
+    *mlp_rules(),
     rule("layers.{i}.input_layernorm.weight", "layers/attn_norm/scale"),
     rule("layers.{i}.post_attention_layernorm.weight", "layers/mlp_norm/scale"),
     rule("norm.weight", "final_norm/scale"),

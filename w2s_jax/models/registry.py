@@ -5,11 +5,12 @@ import types
 
 import transformers
 
-from w2s_jax.models import gpt2, llama, opt
+from w2s_jax.models import gemma3, gpt2, llama, opt
 from w2s_jax.models.config import ModelConfig, runtime_overrides
 
-FAMILIES: dict[str, types.ModuleType] = {"gpt2": gpt2, "opt": opt, "llama": llama}
-MODEL_TYPE_TO_FAMILY = {"gpt2": "gpt2", "opt": "opt", **{t: "llama" for t in llama.MODEL_TYPES}}
+FAMILIES: dict[str, types.ModuleType] = {"gpt2": gpt2, "opt": opt, "llama": llama, "gemma3": gemma3}
+MODEL_TYPE_TO_FAMILY = {"gpt2": "gpt2", "opt": "opt", **{t: "llama" for t in llama.MODEL_TYPES},
+                        **{t: "gemma3" for t in gemma3.MODEL_TYPES}}
 
 
 def family(name: str) -> types.ModuleType:

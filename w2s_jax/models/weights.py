@@ -104,8 +104,8 @@ def iter_flax_leaves(get_tensor: Callable[[str], np.ndarray], rules: list[Weight
                      ) -> Iterator[tuple[Path, np.ndarray]]:
     """Yield (flax path, array) one leaf at a time, so a caller can place each and free host memory.
 
-    `get_tensor(name, absolute)` returns the Hugging Face tensor (it resolves prefixes and raises KeyError
-    with the missing name).
+    `get_tensor(name, absolute)` returns the Hugging Face tensor (it resolves prefixes and raises a ValueError
+    naming the file and the missing name).
     """
     for r in rules:
         if not r.when(cfg):
