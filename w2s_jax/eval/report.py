@@ -83,6 +83,10 @@ def _check_models(models: Any, field: str, path: Path, n_test: Any) -> list[dict
 
 def experiment_pairs(results: dict, path: Path) -> tuple[list[dict], list[str]]:
     """The weak/strong pairs of a results file (a single run is one pair), validated, and notes on the layout."""
+    if results.get("schema_version") == 2:  # bridge until the per-seed report: the first seed's models only
+        first = lambda runs: runs[0].get("models") if isinstance(runs, list) and runs else None  # noqa: E731
+        results = {**results, "pairs": [{**q, "models": first(q.get("runs"))} for q in results["pairs"]]} \
+            if results.get("pairs") else {**results, "models": first(results.get("runs"))}
     n_test, pairs, notes = results.get("n_test"), results.get("pairs"), []
     if pairs is not None and not isinstance(pairs, list):
         raise ReportError(f"{path}: field 'pairs' must be a list")
