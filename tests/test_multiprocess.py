@@ -183,11 +183,11 @@ def test_sweep_grid_names_and_slots(capsys):
         sweep.make_slots("0,1,2", 2)
     with pytest.raises(ValueError, match="expected key=v1,v2"):
         sweep.parse_axis("alpha")
-    assert sweep.main(["--config=c.py", "--root=/nonexistent/r", "--grid", "seed=0,1", "--devices=0,1",
+    assert sweep.main(["--config=c.py", "--root=/nonexistent/r", "--grid", "seeds=0,1", "--devices=0,1",
                        "--dry_run", "--", "--config.train.epochs=1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ")
-    assert "--config.seed=1" in lines[1] and lines[1].endswith("--config.train.epochs=1")
+    assert "--config.seeds=1" in lines[1] and lines[1].endswith("--config.train.epochs=1")
 
 
 def test_a_model_in_training_is_locked_against_a_second_run(tmp_path):
