@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     logs = sorted(Path(workdir).glob("pairs/*/run_log.json")) or sorted(Path(workdir).glob("run_log.json"))
     report["models"] = {}
     for log in logs:
-        for role, m in json.loads(log.read_text())["models"].items():
+        for role, m in json.loads(log.read_text())["runs"][0]["models"].items():
             report["models"][f"{log.parent.name}/{role}"] = m
     results = Path(workdir) / "results.json"
     if results.exists():
