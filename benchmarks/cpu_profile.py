@@ -70,16 +70,18 @@ def run_step(scan: bool, dtype: str) -> dict:
     import jax
 
     from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.pipeline import rm_loss
+    from w2s_jax.objectives import RewardModel
     from w2s_jax.train import step as step_lib
     from w2s_jax.train.optim import make_optimizer
+    from w2s_jax.train.trainer import Trainer
 
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
     net, params = model(scan, dtype, mesh)
     optimizer = make_optimizer(1e-5, 1000, "cosine_to_zero")
     state = step_lib.init_state(params, optimizer)
-    fn = step_lib.make_train_step(rm_loss(net, "bce", 0.0), optimizer, step_lib.state_shardings(state), 1000)
-    micro = step_lib.place_batch(batch((1,)), mesh)
+    trainer = Trainer(mesh, (T,))
+    fn = trainer.step_fn(RewardModel("bce"), net, optimizer, step_lib.state_shardings(state), 1000)
+    micro = trainer.place(batch((1,)))
     compiled = fn.lower(state, micro).compile()
     times = []
     for k in range(4):
@@ -101,10 +103,10 @@ def run_parts(variant: str) -> dict:
         layers.ACTIVATIONS["gelu_new"] = lambda x: x
     if variant == "no_attention":
         jax.nn.dot_product_attention = lambda q, k, v, **kw: v
-    from w2s_jax.pipeline import rm_loss
+    from w2s_jax.objectives import RewardModel
 
     net, params = model()
-    loss = rm_loss(net, "bce", 0.0)
+    loss = RewardModel("bce").loss_fn(net, "padded")
     b = jax.tree.map(jnp.asarray, batch())
     forward = jax.jit(lambda p: loss(p, b, 0.0).loss_sum)
     both = jax.jit(lambda p: jax.grad(lambda q: loss(q, b, 0.0).loss_sum)(p))

@@ -60,7 +60,7 @@ def tier_accuracy(results: dict, tiers: list[tuple[str, bool]]) -> dict:
     """Each model's accuracy per (family, harmful) tier of the demo world."""
     names = sorted(set(tiers))
     out = {}
-    for m in results["models"]:
+    for m in results["runs"][0]["models"]:
         c = np.asarray(m["test_correct"], bool)
         out[m["role"]] = {f"{fam}/{'harmful' if h else 'benign'}": round(float(c[[t == (fam, h) for t in tiers]].mean()),
                                                                          4) for fam, h in names}
@@ -68,16 +68,17 @@ def tier_accuracy(results: dict, tiers: list[tuple[str, bool]]) -> dict:
 
 
 def summarize(results: dict) -> dict:
-    acc = {m["role"]: round(m["test_accuracy"], 4) for m in results["models"]}
+    models = results["runs"][0]["models"]  # the first seed's
+    acc = {m["role"]: round(m["test_accuracy"], 4) for m in models}
     summary = {"test_accuracy": acc, "n_test": results["n_test"]}
     if "weak_ceiling" in acc and "strong_ceiling" in acc:
         summary["strong_minus_weak_points"] = round(100 * (acc["strong_ceiling"] - acc["weak_ceiling"]), 2)
-        summary["regions"] = region_errors(results["models"])
+        summary["regions"] = region_errors(models)
     tiers = demo_tiers(results)
     if tiers is not None:
         summary["tier_accuracy"] = tier_accuracy(results, tiers)
         if "regions" in summary:  # where complying is the harm: the requests that are harmful
-            summary["regions_harmful_requests"] = region_errors(results["models"], [h for _, h in tiers])
+            summary["regions_harmful_requests"] = region_errors(models, [h for _, h in tiers])
     return summary
 
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python", "-m", "w2s_jax.main", f"--config={args.config}", "--workdir=DIR",
                              *args.overrides]),
         "wall_seconds": round(wall, 1),
-        "model_seconds": {role: m["seconds"] for role, m in run_log["models"].items()},
+        "model_seconds": {role: m["seconds"] for role, m in run_log["runs"][0]["models"].items()},
         **summarize(results),
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Per-device memory of a Mistral-7B reward-model and DPO train step on an 8-device mesh, without any weights.
 
 Ahead-of-time compilation: the train state and the batch are `jax.ShapeDtypeStruct`s carrying their mesh
-shardings (nothing is allocated), the real `make_train_step` is lowered and compiled, and XLA's
+shardings (nothing is allocated), the real step is lowered (`Trainer.lower`) and compiled, and XLA's
 `memory_analysis()` of the per-device (SPMD-partitioned) program gives the argument, output, temporary and
 generated-code bytes. Peak = arguments + outputs - aliased (the donated state) + temporaries.
 
@@ -143,31 +143,24 @@ def abstract_batch(objective: str, mesh, pairs: int, micro: int, seq: int):
 def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
     from w2s_jax.models.heads import Transformer
     from w2s_jax.models.sharding import make_mesh
+    from w2s_jax.objectives import DPO, RewardModel
     from w2s_jax.train.optim import make_optimizer
-    from w2s_jax.train.step import make_train_step
+    from w2s_jax.train.trainer import Trainer
 
     mesh = make_mesh(args.data, args.fsdp, args.tensor)
     cfg = model_config(layers, args.dtype, remat)
     model = Transformer(cfg)
     if objective == "rm":
-        from w2s_jax.pipeline import rm_loss
-
-        loss_fn, schedule, lr = rm_loss(model, "bce", 0.5), "cosine_to_zero", 1e-5
+        unit, schedule, lr = RewardModel("bce"), "cosine_to_zero", 1e-5
     elif objective == "dpo":
-        from w2s_jax.train.policy import preference_objective
-
-        loss_fn = preference_objective(model, "dpo", beta=0.1, gamma=1.0, alpha=0.5, explicit=False,
-                                       chunk_size=args.logp_chunk or None)
-        schedule, lr = "warmup_constant", 1e-6
+        unit, schedule, lr = DPO(beta=0.1, chunk_size=args.logp_chunk or None), "warmup_constant", 1e-6
     else:
         raise ValueError(f"unknown objective {objective!r}; rm or dpo")
     optimizer = make_optimizer(lr, 1000, schedule)
     started = time.time()
     state, params = abstract_state(cfg, mesh, optimizer)
-    shardings = jax_tree_shardings(state)
-    step = make_train_step(loss_fn, optimizer, shardings, 1000)
     batch = abstract_batch(objective, mesh, args.pairs, micro, args.seq)
-    compiled = step.lower(state, batch).compile()
+    compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000).compile()
     seconds = time.time() - started
     mem = compiled.memory_analysis()
     n_params = sum(x.size for x in jax_leaves(params))
@@ -181,12 +174,6 @@ def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
             "argument_gib": arg / GIB, "output_gib": out / GIB, "alias_gib": alias / GIB, "temp_gib": temp / GIB,
             "generated_code_gib": code / GIB, "peak_gib": peak / GIB, "total_with_code_gib": (peak + code) / GIB,
             "fits_budget": peak / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}
-
-
-def jax_tree_shardings(tree):
-    import jax
-
-    return jax.tree.map(lambda x: x.sharding, tree)
 
 
 def jax_leaves(tree):

@@ -1,7 +1,7 @@
 """Model FLOPs utilisation of the reward-model and DPO train steps at 1.5B shapes, on one accelerator.
 
-The real `make_train_step` (forward + backward + Adam, fp32 master weights, bf16 compute) of `rm_loss("bce")` and
-of `preference_objective("dpo")` (reference log-probs cached, as the pipeline does) on random weights of a shape:
+The Trainer's real step (`Trainer.step_fn`: forward + backward + Adam, fp32 master weights, bf16 compute) of
+`RewardModel("bce")` and of `DPO` (reference log-probs cached, as the experiment does) on random weights of a shape:
 
   gpt2-xl      GPT-2-XL: 48 layers, d 1600, 25 heads, vocab 50257 (padded to 50304), 1024 positions (1.56B)
   llama-1.5b   Llama family: 24 layers, d 2048, 16 heads / 8 KV heads, MLP 8192, vocab 32000, untied (1.64B)
@@ -168,10 +168,10 @@ def measure(args, name: str, objective: str, layout: str, remat: str, rows: int,
     from w2s_jax.models.convert import init_params
     from w2s_jax.models.heads import Transformer
     from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.pipeline import rm_loss
+    from w2s_jax.objectives import DPO, RewardModel
     from w2s_jax.train import step as step_lib
     from w2s_jax.train.optim import make_optimizer
-    from w2s_jax.train.policy import preference_objective
+    from w2s_jax.train.trainer import Trainer
 
     arch, vocab = SHAPES[name]
     cfg = random_config(arch, vocab, max(args.seq, 1024), param_dtype="float32", dtype=args.dtype,
@@ -181,20 +181,21 @@ def measure(args, name: str, objective: str, layout: str, remat: str, rows: int,
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
     model = Transformer(cfg)
     if objective == "rm":
-        loss_fn, lr, schedule = rm_loss(model, "bce", 0.5), 1e-5, "cosine_to_zero"
+        unit, lr, schedule = RewardModel("bce"), 1e-5, "cosine_to_zero"
     else:
-        loss_fn = preference_objective(model, "dpo", beta=0.1, gamma=1.0, alpha=0.5, explicit=False,
-                                       chunk_size=args.logp_chunk)
-        lr, schedule = 1e-6, "warmup_constant"
+        unit, lr, schedule = DPO(beta=0.1, chunk_size=args.logp_chunk), 1e-6, "warmup_constant"
     optimizer = make_optimizer(lr, 1000, schedule)
     params = init_params(cfg, mesh, seed=0)
     row["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
     state = step_lib.init_state(params, optimizer)
     del params
-    step_fn = step_lib.make_train_step(loss_fn, optimizer, step_lib.state_shardings(state), 1000)
+    packed = layout != "padded"
+    trainer = Trainer(mesh, (args.seq,), layout="packed" if packed else "padded",
+                      pack_len=args.seq if packed else None)
+    step_fn = trainer.step_fn(unit, model, optimizer, step_lib.state_shardings(state), 1000)
     rng = np.random.default_rng(0)
     host, lengths = make_batch(objective, layout, rows, args, cfg.vocab_size, rng)
-    micro = step_lib.place_batch(host, mesh)
+    micro = trainer.place(host)
     row["pairs"] = int(len(lengths) // 2)
     row["real_tokens"] = int(lengths.sum())
     row["row_tokens"] = int(np.prod(host["ids"].shape) if "ids" in host else

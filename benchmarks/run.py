@@ -134,27 +134,30 @@ def worker_jax(a) -> dict:
     import jax
 
     from w2s_jax.data.batches import PairDataset
-    from w2s_jax.data.packing import packed_microbatches, packed_pair_microbatches
+    from w2s_jax.data.packing import Packing
     from w2s_jax.eval.inference import score_pairs, score_policy_pairs
     from w2s_jax.models.convert import from_pretrained
     from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.pipeline import LOSS_KEYS, rm_loss
+    from w2s_jax.objectives import DPO, RewardModel, SimPO
     from w2s_jax.train import step as step_lib
     from w2s_jax.train.optim import make_optimizer
-    from w2s_jax.train.policy import preference_objective
+    from w2s_jax.train.trainer import Trainer
 
     data, out = host_data(a), {}
     mesh = make_mesh(devices=jax.devices()[:1])
     loaded = from_pretrained(str(a.weights), reward_head=True)
     buckets = data["buckets"]
+    packed = Trainer(mesh, buckets, layout="packed", pack_len=a.pack_len)
 
-    def run_training(name, objective, lr, batches, prepare):
+    def run_training(name, objective, lr, batches, trainer=packed):
         optimizer = make_optimizer(lr, 100, "constant")
         state = step_lib.init_state(jax.tree.map(lambda x: x.copy(), loaded.params), optimizer)
-        step_fn = step_lib.make_train_step(objective, optimizer, step_lib.state_shardings(state), 100)
+        step_fn = trainer.step_fn(objective, loaded.model, optimizer, step_lib.state_shardings(state), 100)
+        packing = Packing(a.pack_len, buckets, row_multiple=1) if trainer.layout == "packed" else None
+        prepare = lambda b: objective.prepare(b, 1, trainer.layout, packing)  # noqa: E731
         compiled, started = {}, time.perf_counter()
         for batch in batches:  # every shape compiled once, before the timed steps
-            micro = step_lib.place_batch(prepare(batch), mesh)
+            micro = trainer.place(prepare(batch))
             key = tuple(micro["ids" if "ids" in micro else "ids_a"].shape)
             if key not in compiled:
                 compiled[key] = step_fn.lower(state, micro).compile()
@@ -162,7 +165,7 @@ def worker_jax(a) -> dict:
         holder = {"state": state}
 
         def one(batch):
-            micro = step_lib.place_batch(prepare(batch), mesh)
+            micro = trainer.place(prepare(batch))
             holder["state"], metrics = compiled[tuple(micro["ids" if "ids" in micro else "ids_a"].shape)](
                 holder["state"], micro)
             float(metrics["loss"])
@@ -175,15 +178,9 @@ def worker_jax(a) -> dict:
                 "token_fill": tokens(batches)["real_tokens"] / computed}
 
     if "rm_train" in a.workloads:
-        out["rm_train"] = run_training("rm_train", rm_loss(loaded.model, "bce", 0.0), RM_LR, data["rm"],
-                                       lambda b: packed_pair_microbatches(b, 1, min_row_len=a.pack_len,
-                                                                          buckets=buckets, row_multiple=1))
+        out["rm_train"] = run_training("rm_train", RewardModel("bce"), RM_LR, data["rm"])
     if "rm_fixed" in a.workloads:
-        out["rm_fixed"] = run_training("rm_fixed", rm_loss(loaded.model, "bce", 0.0), RM_LR, data["fixed"],
-                                       lambda b: step_lib.to_microbatches(b, 1, LOSS_KEYS))
-    policy_keys = ("valid", "acc", "ref_c", "ref_r")
-    pack_policy = lambda b: packed_microbatches(b, 1, sides=("_a", "_b"), min_row_len=a.pack_len, buckets=buckets,
-                                                row_multiple=1, extra_keys=policy_keys, token_level=True)
+        out["rm_fixed"] = run_training("rm_fixed", RewardModel("bce"), RM_LR, data["fixed"], Trainer(mesh, buckets))
     if "dpo_train" in a.workloads:
         # the reference log-probs of every pair the steps use, computed once (what the pipeline caches)
         used = np.unique(np.concatenate([b["index"] for b in data["policy"]]))
@@ -199,16 +196,11 @@ def worker_jax(a) -> dict:
         where = {int(i): k for k, i in enumerate(used)}
         batches = [{**b, "ref_c": refs[0][[where[int(i)] for i in b["index"]]],
                     "ref_r": refs[1][[where[int(i)] for i in b["index"]]]} for b in data["policy"]]
-        objective = preference_objective(loaded.model, "dpo", beta=DPO_BETA, gamma=0.0, alpha=0.0, explicit=False,
-                                         chunk_size=128)
-        out["dpo_train"] = {**run_training("dpo_train", objective, PO_LR, batches, pack_policy),
+        out["dpo_train"] = {**run_training("dpo_train", DPO(beta=DPO_BETA, chunk_size=128), PO_LR, batches),
                             "reference_once_seconds": ref_seconds, "reference_pairs": len(used)}
     if "simpo_train" in a.workloads:
-        batches = [{**b, "ref_c": np.zeros(len(b["valid"]), np.float32),
-                    "ref_r": np.zeros(len(b["valid"]), np.float32)} for b in data["policy"]]
-        objective = preference_objective(loaded.model, "simpo", beta=SIMPO_BETA, gamma=SIMPO_GAMMA, alpha=0.0,
-                                         explicit=False, chunk_size=128)
-        out["simpo_train"] = run_training("simpo_train", objective, PO_LR, batches, pack_policy)
+        objective = SimPO(beta=SIMPO_BETA, gamma=SIMPO_GAMMA, chunk_size=128)
+        out["simpo_train"] = run_training("simpo_train", objective, PO_LR, data["policy"])
     if "score_test" in a.workloads:
         score = lambda: score_pairs(loaded.model, loaded.params, data["test"], batch_size=a.eval_batch, mesh=mesh,
                                     buckets=buckets, mode="pmap", pack_len=a.pack_len)

@@ -29,15 +29,11 @@ from benchmarks.common import result_path, write_report
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "hh-single-turn"
-CONFIG = """import importlib.util
-
-_spec = importlib.util.spec_from_file_location("rm_sweep", {sweep!r})
-rm_sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rm_sweep)
+CONFIG = """from w2s_jax.configs import load_config_file
 
 
 def get_config():
-    c = rm_sweep.get_config("shapes")
+    c = load_config_file({sweep!r} + ":shapes")
     for spec in c.sweep.models.values():
         spec.tokenizer = {tokenizer!r}
     return c
@@ -86,7 +82,7 @@ def main(argv=None) -> dict:
     logs = sorted(Path(workdir).glob("pairs/*/run_log.json")) or sorted(Path(workdir).glob("run_log.json"))
     report["models"] = {}
     for log in logs:
-        for role, m in json.loads(log.read_text())["models"].items():
+        for role, m in json.loads(log.read_text())["runs"][0]["models"].items():
             report["models"][f"{log.parent.name}/{role}"] = m
     results = Path(workdir) / "results.json"
     if results.exists():

@@ -11,14 +11,9 @@ tokens: 18.6 GiB on 8 devices (95 GiB without remat), 36.6 GiB on 4 (the origina
 splitting the batch (`train.micro_batch_size`) does not lower it further; it does with `remat_policy=dots_no_batch`
 (faster: 38 GiB on 8 devices whole, 24 GiB at 8 pairs per microbatch).
 """
-import importlib.util
-from pathlib import Path
-
 from ml_collections import ConfigDict
 
-_spec = importlib.util.spec_from_file_location("rm_helpful", Path(__file__).with_name("rm_helpful.py"))
-rm_helpful = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rm_helpful)
+from w2s_jax.configs import check_preset, model_spec, reward_model_config
 
 MISTRAL_7B = "mistralai/Mistral-7B-v0.1"
 
@@ -34,9 +29,8 @@ def at_7b_scale(c: ConfigDict) -> ConfigDict:
 
 
 def get_config(preset: str = "paper") -> ConfigDict:
-    if preset not in ("paper", ""):
-        raise ValueError(f"unknown preset {preset!r} for configs/rm_mistral7b.py; use 'paper'")
-    c = rm_helpful.get_config("paper")
-    c.weak = rm_helpful.model_spec("gpt2")
-    c.strong = rm_helpful.model_spec(MISTRAL_7B)
+    check_preset(preset, ("paper",), __file__)
+    c = reward_model_config("paper", __file__)
+    c.weak = model_spec("gpt2")
+    c.strong = model_spec(MISTRAL_7B)
     return at_7b_scale(c)

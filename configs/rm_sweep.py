@@ -8,14 +8,9 @@ ceiling) is trained once; results.json, report.md and plots/ compare the pairs (
 
     python -m w2s_jax.main --config=configs/rm_sweep.py:demo --workdir=runs/sweep
 """
-import importlib.util
-from pathlib import Path
-
 from ml_collections import ConfigDict
 
-_spec = importlib.util.spec_from_file_location("rm_helpful", Path(__file__).with_name("rm_helpful.py"))
-rm_helpful = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rm_helpful)
+from w2s_jax.configs import check_preset, model_spec, reward_model_config
 
 PAPER_LADDER = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # (hidden size, layers, heads) of the GPT-2 checkpoints
@@ -28,18 +23,19 @@ def ladder(names_and_specs) -> ConfigDict:
 
 
 def get_config(preset: str = "paper") -> ConfigDict:
-    c = rm_helpful.get_config("paper" if preset == "shapes" else preset)
+    check_preset(preset, ("paper", "shapes", "demo"), __file__)
+    c = reward_model_config("paper" if preset == "shapes" else preset, __file__)
     if preset == "demo":
         from w2s_jax.data.demo_world import ladder_specs
 
-        specs = [(s["name"], rm_helpful.model_spec(init="random", tokenizer=c.weak.tokenizer, **s))
+        specs = [(s["name"], model_spec(init="random", tokenizer=c.weak.tokenizer, **s))
                  for s in ladder_specs()]
     elif preset == "shapes":
-        specs = [(name, rm_helpful.model_spec(name, init="random", tokenizer="gpt2", family="gpt2", hidden_size=h,
-                                              num_layers=n, num_heads=a))
+        specs = [(name, model_spec(name, init="random", tokenizer="gpt2", family="gpt2", hidden_size=h,
+                                   num_layers=n, num_heads=a))
                  for name, (h, n, a) in GPT2_SHAPES.items()]
     else:
-        specs = [(name, rm_helpful.model_spec(name)) for name in PAPER_LADDER]
+        specs = [(name, model_spec(name)) for name in PAPER_LADDER]
     c.sweep.models = ladder(specs)
     names = [name for name, _ in specs]
     c.sweep.pairs = ",".join(f"{names[0]}->{strong}" for strong in names[1:])

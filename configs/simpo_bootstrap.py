@@ -2,25 +2,19 @@
 
 `paper`: gpt2-large -> opt-2.7b -> strong (the paper's strong model is Mistral-7B: `--config.strong.name=...`);
 the intermediate learns from the weak labels of D_weak, labels D_gt, and the strong student learns from those.
-Compared with the direct weak -> strong students in the same results.json.
+Compared with the direct weak -> strong students in the same results.json. `demo`: tiny random-init models.
 """
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location("dpo_helpful", Path(__file__).with_name("dpo_helpful.py"))
-dpo_helpful = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dpo_helpful)
-rm_helpful = dpo_helpful.rm_helpful
+from w2s_jax.configs import model_spec, preference_config
 
 
 def get_config(preset: str = "paper"):
-    c = dpo_helpful.preference_config("simpo", preset)
+    c = preference_config("simpo", preset, __file__)
     c.students = "no_conflict,implicit,bootstrap,bootstrap_implicit"
     if preset == "demo":
-        c.intermediate = rm_helpful.model_spec("demo-m", init="random", tokenizer="bpe:1024", hidden_size=32,
-                                               num_layers=2, num_heads=2)  # between the demo weak and strong
+        c.intermediate = model_spec("demo-m", init="random", tokenizer="bpe:1024", hidden_size=32, num_layers=2,
+                                    num_heads=2)  # between the demo weak and strong
     else:
         c.weak.name = "gpt2-large"
-        c.intermediate = rm_helpful.model_spec("facebook/opt-2.7b")
+        c.intermediate = model_spec("facebook/opt-2.7b")
         c.strong.name = "mistralai/Mistral-7B-v0.1"
     return c

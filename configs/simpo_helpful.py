@@ -1,12 +1,7 @@
 """Preference optimisation weak-to-strong with SimPO (original-spec §3.5): SFT 1 epoch, then SimPO 1 epoch,
 beta 2.0, gamma 1.0, no reference model. Presets `paper` and `demo`, as `dpo_helpful.py`."""
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location("dpo_helpful", Path(__file__).with_name("dpo_helpful.py"))
-dpo_helpful = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dpo_helpful)
+from w2s_jax.configs import preference_config
 
 
 def get_config(preset: str = "paper"):
-    return dpo_helpful.preference_config("simpo", preset)
+    return preference_config("simpo", preset, __file__)

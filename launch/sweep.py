@@ -2,7 +2,7 @@
 """Run the independent runs of a sweep in parallel: one per GPU (or group of GPUs, or CPU slot).
 
     python launch/sweep.py --config=configs/rm_helpful.py --root=runs/alpha \
-        --grid conflict.alpha=0.1,0.5,1.0 --grid seed=0,1 --devices=0,1,2,3 [-- more w2s_jax.main flags]
+        --grid conflict.alpha=0.1,0.5,1.0 --grid seeds=0,1 --devices=0,1,2,3 [-- more w2s_jax.main flags]
 
 Every point of the grid (the cartesian product of the --grid axes; values split on ',' or, when a value holds
 commas itself, on '|': `--grid 'students=no_conflict|implicit,explicit'`) is one `python -m w2s_jax.main` run

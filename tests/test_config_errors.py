@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from w2s_jax.config_check import ConfigError, validate
-from w2s_jax.main import _load_config_file
+from w2s_jax.configs import load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def data_paths(tmp_path, monkeypatch):
 
 
 def demo(name: str = "rm_helpful.py:demo"):
-    c = _load_config_file(str(ROOT / "configs" / name))
+    c = load_config_file(str(ROOT / "configs" / name))
     c.data.dir, c.data.conflict_path = PATHS["data_dir"], PATHS["conflict"]
     return c
 
@@ -102,4 +102,38 @@ def test_honesty_config_requires_its_conflict_set():
 def test_presets_validate():
     assert validate(demo(), n_devices=1).shape["fsdp"] == 1
     with pytest.raises(ValueError, match="unknown preset"):
-        _load_config_file(str(ROOT / "configs/rm_helpful.py:fast"))
+        load_config_file(str(ROOT / "configs/rm_helpful.py:fast"))
+
+
+def test_preference_runs_refuse_train_fields_they_do_not_read():
+    """DPO/SimPO read po.lr / po.sft_epochs / po.epochs; a train.lr set on them would do nothing, so it is refused
+    with one line naming it (the preset itself has no such field, so the command line cannot set it either)."""
+    c = demo("dpo_helpful.py:demo")
+    assert not any(f in c.train for f in ("lr", "epochs", "schedule", "loss"))
+    validate(c, n_devices=1)
+    c.unlock() if hasattr(c, "unlock") else None
+    c.train.lr = 1e-3
+    c.train.schedule = "constant"
+    with pytest.raises(ConfigError, match=r"^config.train.lr, config.train.schedule: not read by dpo runs"):
+        validate(c, n_devices=1)
+
+
+def test_cli_rejects_train_lr_on_a_dpo_run(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=configs/dpo_helpful.py:demo",
+                           f"--workdir={tmp_path}/wd", "--config.train.lr=0.1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "error: config.train.lr: unknown field 'train.lr'"
+
+
+@pytest.mark.parametrize("seeds, ok", [("0", True), ("0,1,2", True), (" 3, 5 ", True), ("1,1", False),
+                                       ("a", False), ("", False), ("-1", False)])
+def test_seeds_are_comma_separated_distinct_integers(seeds, ok):
+    c = demo()
+    c.seeds = seeds
+    if ok:
+        validate(c, n_devices=1)
+    else:
+        with pytest.raises(ConfigError, match="config.seeds"):
+            validate(c, n_devices=1)

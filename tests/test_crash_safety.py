@@ -53,20 +53,21 @@ def reference(tmp_path_factory, jax_cache):
 
 def per_example(workdir: Path) -> dict:
     results = json.loads((workdir / "results.json").read_text())
-    labels = json.loads((workdir / "weak_labels.json").read_text())
+    labels = json.loads((workdir / "seed0" / "weak_labels.json").read_text())
     return {"models": {m["role"]: (m["fingerprint"], m["test_logits"], m["test_correct"])
-                       for m in results["models"]},
+                       for m in results["runs"][0]["models"]},
             "weak_labels": (labels["logits"], labels["soft_labels"])}
 
 
 def steps_run(workdir: Path) -> dict:
-    return {role: m["steps_run"] for role, m in json.loads((workdir / "run_log.json").read_text())["models"].items()}
+    run_log = json.loads((workdir / "run_log.json").read_text())
+    return {role: m["steps_run"] for role, m in run_log["runs"][0]["models"].items()}
 
 
 def model_dirs(workdir: Path) -> dict:
     """role -> its checkpoint directory, from results.json."""
     return {m["role"]: workdir / m["checkpoint"]
-            for m in json.loads((workdir / "results.json").read_text())["models"]}
+            for m in json.loads((workdir / "results.json").read_text())["runs"][0]["models"]}
 
 
 def statuses(workdir: Path) -> list[str]:
@@ -274,7 +275,7 @@ def test_results_of_another_config_are_refused_before_compute(tmp_path, jax_cach
 
 
 def test_only_result_changing_fields_count(tmp_path):
-    from w2s_jax.pipeline import check_results_config
+    from w2s_jax.experiments.guard import check_results_config
 
     _results_of(get_config(), tmp_path)
     same_results = get_config()
@@ -283,7 +284,7 @@ def test_only_result_changing_fields_count(tmp_path):
     same_results.model.update(remat_policy="full", scan_layers=False)
     same_results.eval.mode = "sharded"
     check_results_config(same_results, tmp_path)
-    for field, value in (("seed", 1), ("students", "no_conflict,explicit")):
+    for field, value in (("seeds", "1"), ("students", "no_conflict,explicit")):
         other = get_config()
         other[field] = value
         with pytest.raises(ValueError, match=f"{field}: .* there, .* here"):

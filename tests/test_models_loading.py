@@ -84,7 +84,7 @@ def test_a_tokenizer_directory_without_a_model_config_loads(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from w2s_jax.pipeline import load_tokenizer
+    from w2s_jax.data.loading import load_tokenizer
 
     vocab = {"[UNK]": 0, "hello": 1, "world": 2}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -22,13 +22,10 @@ HELPFUL = SHARED / "bigbench" / "hhh_alignment" / "helpful" / "task.json"
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 TINY_CONFIG = '''
-import importlib.util
+from w2s_jax.configs import reward_model_config
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("rm_helpful", {rm_helpful!r})
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("paper")
+    c = reward_model_config("paper")
     c.data.source, c.data.dir, c.data.conflict_path = "dir", {data_dir!r}, {conflict!r}
     c.data.n_gt = c.data.n_weak = c.data.n_test = 64
     c.data.n_conflict = 16
@@ -68,8 +65,7 @@ def _losses(workdir: Path) -> dict:
 @pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()), reason=f"shared HH data not found at {HH}")
 def test_two_processes_give_the_one_process_results(tmp_path):
     config = tmp_path / "tiny_rm.py"
-    config.write_text(TINY_CONFIG.format(rm_helpful=str(REPO / "configs" / "rm_helpful.py"), data_dir=str(HH),
-                                          conflict=str(HELPFUL)))
+    config.write_text(TINY_CONFIG.format(data_dir=str(HH), conflict=str(HELPFUL)))
     one, two, logs = tmp_path / "one", tmp_path / "two", tmp_path / "logs"
     args = [f"--config={config}"]
     single = subprocess.run([sys.executable, "-m", "w2s_jax.main", *args, f"--workdir={one}"], cwd=REPO,
@@ -83,16 +79,16 @@ def test_two_processes_give_the_one_process_results(tmp_path):
     _check(multi, "2 processes x 2 devices", logs)
 
     ref, got = json.loads((one / "results.json").read_text()), json.loads((two / "results.json").read_text())
-    assert [m["role"] for m in got["models"]] == ["weak_ceiling", "strong_ceiling", "student_explicit"]
+    assert [m["role"] for m in got["runs"][0]["models"]] == ["weak_ceiling", "strong_ceiling", "student_explicit"]
     assert got["test_labels"] == ref["test_labels"]
-    for r, g in zip(ref["models"], got["models"]):
+    for r, g in zip(ref["runs"][0]["models"], got["runs"][0]["models"]):
         assert len(g["test_correct"]) == 64
         assert g["test_correct"] == r["test_correct"], r["role"]
         np.testing.assert_allclose(g["test_logits"], r["test_logits"], atol=1e-4, err_msg=r["role"])
         if r["role"].endswith("ceiling"):  # students hash their labels, which may differ in the last bit
             assert g["fingerprint"] == r["fingerprint"]
-    weak_ref = json.loads((one / "weak_labels.json").read_text())
-    weak_got = json.loads((two / "weak_labels.json").read_text())
+    weak_ref = json.loads((one / "seed0" / "weak_labels.json").read_text())
+    weak_got = json.loads((two / "seed0" / "weak_labels.json").read_text())
     np.testing.assert_allclose(weak_got["logits"], weak_ref["logits"], atol=1e-4)
     # one writer: the primary's metrics only (process 1 appending would double the lines), and only it reports
     losses_ref, losses_got = _losses(one), _losses(two)
@@ -102,7 +98,7 @@ def test_two_processes_give_the_one_process_results(tmp_path):
     assert "results:" in multi.stdout
     assert "results:" not in (logs / "process-1.log").read_text()
     # both processes wrote their shards of the checkpoints, and the primary marked every model complete
-    for m in got["models"]:
+    for m in got["runs"][0]["models"]:
         meta = json.loads((two / m["checkpoint"] / "model.json").read_text())
         assert meta["status"] == "complete"
 
@@ -187,11 +183,11 @@ def test_sweep_grid_names_and_slots(capsys):
         sweep.make_slots("0,1,2", 2)
     with pytest.raises(ValueError, match="expected key=v1,v2"):
         sweep.parse_axis("alpha")
-    assert sweep.main(["--config=c.py", "--root=/nonexistent/r", "--grid", "seed=0,1", "--devices=0,1",
+    assert sweep.main(["--config=c.py", "--root=/nonexistent/r", "--grid", "seeds=0,1", "--devices=0,1",
                        "--dry_run", "--", "--config.train.epochs=1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ")
-    assert "--config.seed=1" in lines[1] and lines[1].endswith("--config.train.epochs=1")
+    assert "--config.seeds=1" in lines[1] and lines[1].endswith("--config.train.epochs=1")
 
 
 def test_a_model_in_training_is_locked_against_a_second_run(tmp_path):

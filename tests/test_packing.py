@@ -5,10 +5,9 @@ import pytest
 
 import tiny_models
 from w2s_jax.data.batches import bucket_lengths
-from w2s_jax.data.packing import pack, packed_pair_microbatches
+from w2s_jax.data.packing import Packing, pack, packed_pair_microbatches
 from w2s_jax.models.convert import from_pretrained
-from w2s_jax.pipeline import LOSS_KEYS, rm_loss
-from w2s_jax.train.step import to_microbatches
+from w2s_jax.objectives import DPO, SFT, RewardModel, SimPO
 
 
 def test_pack_places_every_sequence_once():
@@ -46,14 +45,14 @@ def _pair_batch(n_pairs, T, seed):
 @pytest.mark.parametrize("kind", ["bce", "explicit"])
 def test_packed_loss_and_grads_equal_padded(loaded, kind):
     batch = _pair_batch(8, T=24, seed=1)
-    loss_fn = rm_loss(loaded.model, kind, alpha=0.5)
-    padded = jax.tree.map(lambda x: x[0], to_microbatches(batch, 1, LOSS_KEYS))
-    packed = jax.tree.map(lambda x: x[0], packed_pair_microbatches(batch, 1, min_row_len=32,
-                                                                   buckets=bucket_lengths(64, 16), row_multiple=1))
+    objective = RewardModel(kind, 0.5 if kind == "explicit" else None)
+    packing = Packing(min_row_len=32, buckets=bucket_lengths(64, 16), row_multiple=1)
+    padded = jax.tree.map(lambda x: x[0], objective.prepare(batch, 1, "padded"))
+    packed = jax.tree.map(lambda x: x[0], objective.prepare(batch, 1, "packed", packing))
     assert packed["ids"].shape[0] < 16  # fewer rows than sequences: the point of packing
-    value = lambda mb: (lambda p: loss_fn(p, mb, 0.0).loss_sum)
-    a, ga = jax.value_and_grad(value(padded))(loaded.params)
-    b, gb = jax.value_and_grad(value(packed))(loaded.params)
+    value = lambda mb, layout: (lambda p: objective.loss_fn(loaded.model, layout)(p, mb, 0.0).loss_sum)
+    a, ga = jax.value_and_grad(value(padded, "padded"))(loaded.params)
+    b, gb = jax.value_and_grad(value(packed, "packed"))(loaded.params)
     np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-5, rtol=1e-4)
@@ -75,25 +74,17 @@ def _policy_batch(n, T, seed, sides):
 
 @pytest.mark.parametrize("objective", ["sft", "dpo", "simpo_explicit"])
 def test_packed_policy_objectives_equal_padded(loaded, objective):
-    from w2s_jax.data.packing import packed_microbatches
-    from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
-
-    if objective == "sft":
-        sides, keys, loss_fn = ("",), SFT_KEYS, sft_objective(loaded.model, chunk_size=5)
-    else:
-        algorithm = objective.split("_")[0]
-        sides, keys = ("_a", "_b"), PAIR_KEYS + ("acc", "ref_c", "ref_r")
-        loss_fn = preference_objective(loaded.model, algorithm, beta=0.5, gamma=0.3, alpha=0.5,
-                                       explicit=objective.endswith("explicit"), chunk_size=7)
+    unit = {"sft": SFT(chunk_size=5), "dpo": DPO(beta=0.5, chunk_size=7),
+            "simpo_explicit": SimPO(beta=0.5, gamma=0.3, alpha=0.5, chunk_size=7)}[objective]
+    sides = unit.sides
     batch = _policy_batch(6, T=20, seed=3, sides=sides)
-    padded = jax.tree.map(lambda x: x[0], to_microbatches(batch, 1, keys))
-    packed = jax.tree.map(lambda x: x[0], packed_microbatches(
-        batch, 1, sides=sides, min_row_len=32, buckets=bucket_lengths(64, 16), row_multiple=1,
-        extra_keys=tuple(k for k in keys if k in ("valid", "acc", "ref_c", "ref_r")), token_level=True))
+    packing = Packing(min_row_len=32, buckets=bucket_lengths(64, 16), row_multiple=1)
+    padded = jax.tree.map(lambda x: x[0], unit.prepare(batch, 1, "padded"))
+    packed = jax.tree.map(lambda x: x[0], unit.prepare(batch, 1, "packed", packing))
     assert packed["ids"].shape[0] < len(sides) * 6
-    value = lambda mb: (lambda p: loss_fn(p, mb, 0.0).loss_sum)
-    a, ga = jax.value_and_grad(value(padded))(loaded.params)
-    b, gb = jax.value_and_grad(value(packed))(loaded.params)
+    value = lambda mb, layout: (lambda p: unit.loss_fn(loaded.model, layout)(p, mb, 0.0).loss_sum)
+    a, ga = jax.value_and_grad(value(padded, "padded"))(loaded.params)
+    b, gb = jax.value_and_grad(value(packed, "packed"))(loaded.params)
     assert abs(float(a)) > 0
     np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):

@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from w2s_jax import pipeline
+from w2s_jax import experiments
 from w2s_jax.config_check import validate
+from w2s_jax.configs import load_config_file
+from w2s_jax.data.loading import load_splits
 from w2s_jax.train import step as step_lib
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -18,12 +20,7 @@ pytestmark = pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()),
 
 
 def small_config(**mesh):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("rm_helpful", Path(__file__).parents[1] / "configs/rm_helpful.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("demo")
+    c = load_config_file(str(Path(__file__).parents[1] / "configs/rm_helpful.py:demo"))
     c.data.n_gt = c.data.n_weak = c.data.n_test = 96
     c.data.n_conflict = 32
     c.data.max_len, c.data.bucket_multiple = 64, 32
@@ -35,9 +32,17 @@ def small_config(**mesh):
     return c
 
 
-def run(config, workdir, n_devices):
+def run(config, workdir, n_devices, overwrite=False):
     mesh = validate(config, n_devices=n_devices)
-    return pipeline.run(config, workdir, mesh)
+    return experiments.run(config, workdir, mesh, overwrite=overwrite)
+
+
+def ab_labels(config, split: str, seed: int) -> list[int]:
+    """The original's A/B draw (spec §2.2), written out here: 1 where the chosen answer takes slot A."""
+    import random
+
+    rng = random.Random(seed)
+    return [int(rng.random() < 0.5) for _ in getattr(load_splits(config.data), split)]
 
 
 def loss_curves(workdir):
@@ -56,19 +61,17 @@ def first_run(tmp_path_factory):
 
 def test_every_model_is_trained_and_scored(first_run):
     workdir, results = first_run
-    roles = [m["role"] for m in results["models"]]
+    assert results["schema_version"] == 2 and results["seeds"] == [0] and len(results["runs"]) == 1
+    models = results["runs"][0]["models"]
+    roles = [m["role"] for m in models]
     assert roles == ["weak_ceiling", "strong_ceiling", "student_no_conflict", "student_implicit", "student_explicit"]
-    labels = np.asarray(results["test_labels"])
-    for m in results["models"]:
-        correct = np.asarray(m["test_correct"])
-        assert correct.shape == (96,)
-        assert m["test_accuracy"] == pytest.approx(correct.mean())
-        # correctness is exactly "sign of z agrees with the ground-truth A/B label"
-        np.testing.assert_array_equal(correct, (np.asarray(m["test_logits"]) >= 0) == (labels == 1))
-    weak = json.loads((workdir / "weak_labels.json").read_text())
-    soft = np.asarray(weak["soft_labels"])
-    assert soft.shape == (96,) and ((soft > 0) & (soft < 1)).all()
-    np.testing.assert_allclose(soft, 1 / (1 + np.exp(-np.asarray(weak["logits"]))), rtol=1e-6)  # sigma(z_weak)
+    # the A/B order of D_test, drawn here as the original does (spec §2.2): random.Random(seed) per split
+    assert results["runs"][0]["test_labels"] == results["test_labels"] == ab_labels(small_config(), "test", 0)
+    for m in models:
+        assert len(m["test_correct"]) == 96 and m["test_accuracy"] == pytest.approx(np.mean(m["test_correct"]))
+    weak = json.loads((workdir / "seed0" / "weak_labels.json").read_text())
+    assert weak["gt_labels"] == ab_labels(small_config(), "weak", 0)
+    assert weak["labeller_fingerprint"] == models[0]["fingerprint"]
     curves = loss_curves(workdir)
     assert len(curves["weak_ceiling"]) == 96 // 16
     assert len(curves["student_implicit"]) == (96 + 32) // 16  # the conflict pairs are mixed in
@@ -85,9 +88,9 @@ def test_second_run_reuses_every_checkpoint(first_run, monkeypatch):
     monkeypatch.setattr(step_lib, "make_train_step", no_training)
     again = run(small_config(), workdir, n_devices=1)
     assert (workdir / "results.json").read_bytes() == before
-    assert again["models"] == results["models"]
+    assert again["runs"] == results["runs"]
     log = json.loads((workdir / "run_log.json").read_text())
-    assert all(m["reused"] and m["steps_run"] == 0 for m in log["models"].values())
+    assert all(m["reused"] and m["steps_run"] == 0 for m in log["runs"][0]["models"].values())
 
 
 def test_changed_config_does_not_reuse_stale_models(first_run, tmp_path):
@@ -100,16 +103,16 @@ def test_changed_config_does_not_reuse_stale_models(first_run, tmp_path):
     shutil.copytree(workdir, copy)
     (copy / "results.json").unlink()  # another config's results are never overwritten; the store is reused
     run(changed, copy, n_devices=1)
-    log = json.loads((copy / "run_log.json").read_text())
-    assert log["models"]["student_explicit"]["steps_run"] == 96 // 16
-    assert all(log["models"][r]["reused"] for r in ("weak_ceiling", "strong_ceiling", "student_no_conflict"))
+    log = json.loads((copy / "run_log.json").read_text())["runs"][0]["models"]
+    assert log["student_explicit"]["steps_run"] == 96 // 16
+    assert all(log[r]["reused"] for r in ("weak_ceiling", "strong_ceiling", "student_no_conflict"))
 
 
 def test_eight_device_mesh_gives_the_same_predictions(first_run, tmp_path):
     assert len(jax.devices()) == 8
     workdir, results = first_run
     sharded = run(small_config(data=2, fsdp=4), tmp_path, n_devices=8)
-    for one, eight in zip(results["models"], sharded["models"]):
+    for one, eight in zip(results["runs"][0]["models"], sharded["runs"][0]["models"]):
         if one["role"].endswith("ceiling"):  # the mesh is not part of what a model is (students hash the labels,
             assert one["fingerprint"] == eight["fingerprint"]  # which may differ in the last float bit)
         np.testing.assert_array_equal(one["test_correct"], eight["test_correct"], err_msg=one["role"])
@@ -129,11 +132,12 @@ def test_reward_model_bootstrapping(tmp_path):
     c.intermediate.name = "tiny-intermediate"
     c.intermediate.arch.update(hidden_size=24, num_layers=1, num_heads=2)
     results = run(c, tmp_path, n_devices=1)
-    roles = [m["role"] for m in results["models"]]
+    models = results["runs"][0]["models"]
+    roles = [m["role"] for m in models]
     assert roles == ["weak_ceiling", "strong_ceiling", "student_no_conflict", "intermediate_ceiling",
                      "intermediate_student", "student_bootstrap", "student_bootstrap_implicit"]
-    mid = json.loads((tmp_path / "intermediate_labels.json").read_text())
-    by_role = {m["role"]: m for m in results["models"]}
+    mid = json.loads((tmp_path / "seed0" / "intermediate_labels.json").read_text())
+    by_role = {m["role"]: m for m in models}
     assert mid["labeller_fingerprint"] == by_role["intermediate_student"]["fingerprint"]
     soft = np.asarray(mid["soft_labels"])
     assert soft.shape == (96,) and ((soft > 0) & (soft < 1)).all()
@@ -143,4 +147,26 @@ def test_reward_model_bootstrapping(tmp_path):
     assert len(curves["student_bootstrap"]) == 96 // 16  # D_gt with the intermediate's labels
     assert len(curves["student_bootstrap_implicit"]) == (96 + 32) // 16
     run_log = json.loads((tmp_path / "run_log.json").read_text())
-    assert set(run_log["models"]) == set(roles)
+    assert set(run_log["runs"][0]["models"]) == set(roles)
+
+
+def test_seeds_reuse_seed_zero_and_draw_their_own_order(first_run, tmp_path):
+    """`config.seeds="0,1"` over the single-seed run's store: seed 0's models are reused (the seed is in their
+    spec), seed 1's are trained, and each seed scores D_test in its own A/B order."""
+    import shutil
+
+    workdir, results = first_run
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy)
+    c = small_config()
+    c.seeds = "0,1"
+    two = run(c, copy, n_devices=1, overwrite=True)
+    assert two["seeds"] == [0, 1] and [r["seed"] for r in two["runs"]] == [0, 1]
+    assert two["runs"][0] == results["runs"][0]
+    assert two["runs"][1]["test_labels"] == ab_labels(c, "test", 1) != two["runs"][0]["test_labels"]
+    log = json.loads((copy / "run_log.json").read_text())["runs"]
+    assert all(m["reused"] for m in log[0]["models"].values())
+    assert not any(m["reused"] for m in log[1]["models"].values())
+    fingerprints = [{m["fingerprint"] for m in r["models"]} for r in two["runs"]]
+    assert not fingerprints[0] & fingerprints[1]
+    assert (copy / "seed1" / "weak_labels.json").is_file()

@@ -35,20 +35,21 @@ def test_sweep_runs_every_pair_and_trains_shared_models_once(swept):
     assert [p["name"] for p in results["pairs"]] == ["xs->s", "xs->m"]
     first, second = results["pairs"]
     assert first["weak_params"] == second["weak_params"] < first["strong_params"] < second["strong_params"]
-    weak = [{m["role"]: m for m in p["models"]}["weak_ceiling"] for p in results["pairs"]]
+    assert results["schema_version"] == 2 and all([r["seed"] for r in p["runs"]] == [0] for p in results["pairs"])
+    weak = [{m["role"]: m for m in p["runs"][0]["models"]}["weak_ceiling"] for p in results["pairs"]]
     assert weak[0]["fingerprint"] == weak[1]["fingerprint"]
     assert weak[0]["test_correct"] == weak[1]["test_correct"]
-    run_log = json.loads((workdir / second["workdir"] / "run_log.json").read_text())
-    assert run_log["models"]["weak_ceiling"]["reused"] is True  # trained in the first pair, not again
-    assert run_log["models"]["strong_ceiling"]["reused"] is False
-    trained = [m for m in run_log["models"].values() if not m["reused"]]
+    run_log = json.loads((workdir / second["workdir"] / "run_log.json").read_text())["runs"][0]["models"]
+    assert run_log["weak_ceiling"]["reused"] is True  # trained in the first pair, not again
+    assert run_log["strong_ceiling"]["reused"] is False
+    trained = [m for m in run_log.values() if not m["reused"]]
     assert trained and all(1 <= m["train_step_compiles"] <= 4 for m in trained)  # few shapes per stage
     for pair in results["pairs"]:
         assert (workdir / pair["workdir"] / "results.json").is_file()  # each pair keeps its own results
     from w2s_jax.main import summary_lines  # what `python -m w2s_jax.main` prints at the end of a sweep
 
     lines = summary_lines(results)
-    assert len(lines) == sum(len(p["models"]) for p in results["pairs"])
+    assert len(lines) == sum(len(p["runs"][0]["models"]) for p in results["pairs"])
     assert lines[0].startswith("xs->s: ") and "weak_ceiling  test accuracy" in lines[0]
 
 
@@ -64,7 +65,7 @@ def test_sweep_report_files_and_numbers(swept):
     assert set(metrics) == {"xs->s", "xs->m"}
     report = (workdir / "report.md").read_text()
     for pair in results["pairs"]:
-        v = {m["role"]: np.asarray(m["test_correct"], bool) for m in pair["models"]}
+        v = {m["role"]: np.asarray(m["test_correct"], bool) for m in pair["runs"][0]["models"]}
         w, s, n, c = v["weak_ceiling"], v["strong_ceiling"], v["student_no_conflict"], v["student_implicit"]
         got = metrics[pair["name"]]
         assert got["capability_gap"] == pytest.approx(s.mean() - w.mean())
@@ -83,14 +84,11 @@ def test_sweep_report_files_and_numbers(swept):
 
 
 def test_shapes_preset_is_the_gpt2_ladder_as_random_init_models():
-    import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "rm_sweep.py"
-    spec = importlib.util.spec_from_file_location("rm_sweep_for_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("shapes")
+    from w2s_jax.configs import load_config_file
+
+    c = load_config_file(str(Path(__file__).resolve().parents[1] / "configs" / "rm_sweep.py:shapes"))
     assert c.sweep.pairs == "gpt2->gpt2-medium,gpt2->gpt2-large,gpt2->gpt2-xl"
     xl = c.sweep.models["gpt2-xl"]
     assert (xl.init, xl.tokenizer, xl.arch.family) == ("random", "gpt2", "gpt2")

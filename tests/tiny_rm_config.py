@@ -3,8 +3,9 @@
 Two small random-init models on 64 HH pairs per split, one student, a checkpoint every 2 of 8 steps, one padded
 shape: a whole run takes seconds. Data paths point at the shared data folder; tests override them.
 """
-import importlib.util
 from pathlib import Path
+
+from w2s_jax.configs import model_spec, reward_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -13,17 +14,14 @@ HELPFUL = SHARED / "bigbench" / "hhh_alignment" / "helpful" / "task.json"
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("rm_helpful_for_tests", REPO / "configs" / "rm_helpful.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("paper")
+    c = reward_model_config("paper")
     c.data.dir, c.data.conflict_path = str(HH), str(HELPFUL)
     c.data.n_gt = c.data.n_weak = c.data.n_test = 64
     c.data.n_conflict = 16
     c.data.max_len, c.data.bucket_multiple = 64, 64
-    c.weak = module.model_spec("tiny-weak", init="random", tokenizer="bpe:320", hidden_size=16, num_layers=1,
+    c.weak = model_spec("tiny-weak", init="random", tokenizer="bpe:320", hidden_size=16, num_layers=1,
                                num_heads=2)
-    c.strong = module.model_spec("tiny-strong", init="random", tokenizer="bpe:320", hidden_size=32, num_layers=2,
+    c.strong = model_spec("tiny-strong", init="random", tokenizer="bpe:320", hidden_size=32, num_layers=2,
                                  num_heads=2)
     c.train.update(lr=1e-3, batch_size=8, epochs=1, eval_batch_size=32, save_every=2, packing=False)
     c.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})

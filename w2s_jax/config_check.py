@@ -4,17 +4,16 @@ from __future__ import annotations
 import math
 import os
 
+from w2s_jax.configs import PO_DEAD_TRAIN_FIELDS
+from w2s_jax.experiments import EXPERIMENTS
+from w2s_jax.experiments.base import parse_seeds, parse_students
+from w2s_jax.experiments.sweep import sweep_configs
 from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from w2s_jax.models.sharding import make_mesh
 from w2s_jax.train.checkpoint import FINAL_KINDS
 from w2s_jax.train.optim import SCHEDULE_NAMES
 
-EXPERIMENTS = ("reward_model", "dpo", "simpo")
 RM_LOSSES = ("bce", "logconf")
-STUDENT_NAMES = {"reward_model": ("no_conflict", "implicit", "explicit", "bootstrap", "bootstrap_implicit"),
-                 "dpo": ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
-                         "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")}
-STUDENT_NAMES["simpo"] = STUDENT_NAMES["dpo"]
 
 
 class ConfigError(ValueError):
@@ -45,7 +44,18 @@ def _get(c, field: str):
 
 def validate(c, n_devices: int | None = None):
     """Raise ConfigError naming the first bad field; return the mesh the config asks for."""
-    _choice(c, "experiment", EXPERIMENTS)
+    _choice(c, "experiment", tuple(EXPERIMENTS))
+    if "seed" in c:
+        _fail("seed", "was replaced by config.seeds (comma-separated, e.g. '0,1,2')", c.seed)
+    try:
+        parse_seeds(c)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if c.experiment != "reward_model":
+        dead = [f"train.{name}" for name in PO_DEAD_TRAIN_FIELDS if name in c.train]
+        if dead:
+            raise ConfigError(f"config.{', config.'.join(dead)}: not read by {c.experiment} runs (both stages "
+                              "read config.po.lr, po.sft_epochs and po.epochs); remove them")
     _choice(c, "eval.mode", ("pmap", "sharded"))
     _choice(c, "data.source", ("dir", "hub", "demo"))
     if c.data.source == "demo":
@@ -58,7 +68,7 @@ def validate(c, n_devices: int | None = None):
     if c.data.source == "dir" and not os.path.isdir(c.data.dir):
         _fail("data.dir", "is not a directory (set --config.data.dir=... to the paper's JSONL layout)", c.data.dir)
     for field in ("data.n_gt", "data.n_weak", "data.n_test", "data.max_len", "data.bucket_multiple",
-                  "data.max_buckets", "train.pack_len", "train.batch_size", "train.epochs", "train.eval_batch_size"):
+                  "data.max_buckets", "train.pack_len", "train.batch_size", "train.eval_batch_size"):
         _positive_int(c, field)
     if not isinstance(c.train.packing, bool):
         _fail("train.packing", "must be true or false", c.train.packing)
@@ -77,7 +87,7 @@ def validate(c, n_devices: int | None = None):
         if c.data.source == "dir" and not os.path.isfile(default):
             _fail("data.conflict_path", f"not set and {default} does not exist (the helpful split is not in every "
                   "copy of the data); point it at a JSONL of conflict pairs", c.data.conflict_path)
-    students = [s.strip() for s in c.students.split(",") if s.strip()]
+    students = parse_students(c)
     models = ("weak", "strong", "intermediate") if any(s.startswith("bootstrap") for s in students) \
         else ("weak", "strong")
     if "intermediate" in models and "intermediate" not in c:
@@ -101,11 +111,12 @@ def validate(c, n_devices: int | None = None):
     _choice(c, "model.dtype", tuple(DTYPES))
     _choice(c, "model.remat_policy", REMAT_POLICIES)
     _choice(c, "model.attention_impl", ATTENTION_IMPLS)
-    lr = c.train.lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        _fail("train.lr", "must be a positive finite number", lr)
-    _choice(c, "train.schedule", SCHEDULE_NAMES)
     if c.experiment == "reward_model":
+        lr = c.train.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            _fail("train.lr", "must be a positive finite number", lr)
+        _positive_int(c, "train.epochs")
+        _choice(c, "train.schedule", SCHEDULE_NAMES)
         _choice(c, "train.loss", RM_LOSSES)
     else:
         po = c.po
@@ -121,10 +132,10 @@ def validate(c, n_devices: int | None = None):
     micro = c.train.micro_batch_size or c.train.batch_size
     if c.train.batch_size % micro:
         _fail("train.micro_batch_size", f"must divide train.batch_size={c.train.batch_size}", micro)
+    known = EXPERIMENTS[c.experiment].STUDENTS
     for student in students:
-        if student not in STUDENT_NAMES[c.experiment]:
-            _fail("students", f"unknown student {student!r}; known: {list(STUDENT_NAMES[c.experiment])}",
-                  c.students)
+        if student not in known:
+            _fail("students", f"unknown student {student!r}; known: {list(known)}", c.students)
     if "implicit" in c.students and not c.data.n_conflict:
         _fail("data.n_conflict", "must be > 0 for the implicit-conflict student", c.data.n_conflict)
     alpha = c.conflict.alpha
@@ -143,8 +154,6 @@ def validate(c, n_devices: int | None = None):
         if value % rows:
             _fail(field, f"must be a multiple of mesh data x fsdp = {rows} (each device takes whole rows)", value)
     if "sweep" in c and c.sweep.pairs:
-        from w2s_jax.sweep import sweep_configs
-
         try:
             derived = sweep_configs(c)
         except ValueError as e:

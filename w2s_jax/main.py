@@ -24,22 +24,14 @@ _LOCAL_DEVICES = flags.DEFINE_string("local_device_ids", None,
 USER_ERRORS = (ValueError, OSError, NotImplementedError, FloatingPointError)
 
 
-def _load_config_file(spec: str):
-    import importlib.util
-
-    path, _, preset = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("w2s_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(preset) if preset else module.get_config()
-
-
 def _unknown_override(argv) -> str | None:
     """The first `--config.a.b=v` whose path the config does not have (config_flags only says AttributeError)."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec is None:
         return None
-    config = _load_config_file(spec)
+    from w2s_jax.configs import load_config_file
+
+    config = load_config_file(spec)
     for arg in argv:
         if arg.startswith("--config."):
             path = arg[len("--config."):].split("=", 1)[0]
@@ -98,7 +90,7 @@ def main(argv) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    from w2s_jax import pipeline
+    from w2s_jax import experiments
     from w2s_jax.config_check import validate
 
     config = _CONFIG.value
@@ -106,7 +98,7 @@ def main(argv) -> None:
         mesh = validate(config)
         check_workdir(_WORKDIR.value)
         logging.info("mesh %s on %s", dict(mesh.shape), mesh.devices.flat[0].platform)
-        results = pipeline.run(config, _WORKDIR.value, mesh, overwrite=_OVERWRITE.value)
+        results = experiments.run(config, _WORKDIR.value, mesh, overwrite=_OVERWRITE.value)
     except USER_ERRORS as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
@@ -118,11 +110,12 @@ def main(argv) -> None:
 
 
 def summary_lines(results: dict) -> list[str]:
-    """Each model's test accuracy: of the one experiment, or per weak->strong pair of a sweep."""
-    groups = [(f"{p['name']}: ", p["models"]) for p in results["pairs"]] if "pairs" in results else \
-        [("", results["models"])]
-    return [f"{prefix}{m['role']:>22}  test accuracy {m['test_accuracy']:.4f}" for prefix, models in groups
-            for m in models]
+    """Each model's test accuracy per seed: of the one experiment, or per weak->strong pair of a sweep."""
+    groups = [(f"{p['name']}: ", p["runs"]) for p in results["pairs"]] if "pairs" in results else \
+        [("", results["runs"])]
+    several = len(results["seeds"]) > 1
+    return [f"{prefix}{'seed %d: ' % run['seed'] if several else ''}{m['role']:>22}  test accuracy "
+            f"{m['test_accuracy']:.4f}" for prefix, runs in groups for run in runs for m in run["models"]]
 
 
 def _one_line(e: Exception) -> str:

@@ -8,6 +8,7 @@ is the same math as the padded layout.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -122,3 +123,13 @@ def packed_pair_microbatches(batch: dict, n_micro: int, *, min_row_len: int, buc
     """Reward-model pairs: A sides then B sides of each microbatch, rewards read at each sequence's end."""
     return packed_microbatches(batch, n_micro, sides=("_a", "_b"), min_row_len=min_row_len, buckets=buckets,
                                row_multiple=row_multiple, extra_keys=extra_keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """How a batch is packed: rows of at least `min_row_len` tokens (lengths from `buckets`) and a row count that
+    is a multiple of `row_multiple` (the mesh's data x fsdp, so rows split evenly over it)."""
+
+    min_row_len: int
+    buckets: Sequence[int]
+    row_multiple: int

@@ -28,27 +28,12 @@ from tqdm.auto import tqdm
 from w2s_jax import distributed
 from w2s_jax.data.batches import PairDataset, eval_batches, num_eval_batches, pack_row_len
 from w2s_jax.data.packing import packed_microbatches
+from w2s_jax.models.forwards import pair_logps, pair_rewards
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import activation_sharding, batch_sharding
 
 EVAL_MODES = ("pmap", "sharded")
 REWARD_KEYS = ("ids_a", "mask_a", "ids_b", "mask_b")
-
-
-def pair_rewards(model: Transformer, params, batch) -> jax.Array:
-    """r(A) - r(B) for a batch holding ids_a/mask_a/ids_b/mask_b, both sides in one forward."""
-    n = batch["ids_a"].shape[0]
-    ids = jnp.concatenate([batch["ids_a"], batch["ids_b"]])
-    mask = jnp.concatenate([batch["mask_a"], batch["mask_b"]])
-    r = model.apply({"params": params}, ids, mask, method=model.reward)
-    return r[:n] - r[n:]
-
-
-def packed_pair_rewards(model: Transformer, params, mb) -> jax.Array:
-    """r(A) - r(B) for pairs packed into rows (A sides first, then B sides: `packing.packed_microbatches`)."""
-    r = model.apply({"params": params}, mb["ids"], mb["segments"], mb["seq_rows"], mb["seq_last"],
-                    method=model.packed_rewards)
-    return r[: r.shape[0] // 2] - r[r.shape[0] // 2:]
 
 
 def local_mesh_devices(mesh: Mesh) -> list:
@@ -132,8 +117,8 @@ def score_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size:
                 buckets: Sequence[int], mode: str = "pmap", pack_len: int | None = None,
                 desc: str = "score") -> np.ndarray:
     """z = r(A) - r(B) for every pair of `dataset`, in order (float32 [N])."""
-    rewards = packed_pair_rewards if pack_len else pair_rewards
-    return score_dataset(lambda p, b: rewards(model, p, b), params, dataset, REWARD_KEYS, batch_size=batch_size,
+    layout = "packed" if pack_len else "padded"
+    return score_dataset(lambda p, b: pair_rewards(model, p, b, layout), params, dataset, REWARD_KEYS, batch_size=batch_size,
                          mesh=mesh, buckets=buckets, mode=mode, pack_len=pack_len, desc=desc,
                          cache_key=("reward", model.cfg, bool(pack_len)))
 
@@ -142,10 +127,9 @@ def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batc
                        buckets: Sequence[int], chunk_size: int | None, mode: str = "pmap",
                        pack_len: int | None = None, desc: str = "score") -> np.ndarray:
     """[4, N] float32: summed log-probs of A (chosen) and B (rejected), then their per-token means, per pair."""
-    from w2s_jax.train.policy import PAIR_KEYS, pair_logps
-
-    keys = tuple(k for k in PAIR_KEYS if k != "valid")
-    fn = lambda p, b: jnp.stack(pair_logps(model, p, b, chunk_size))
+    keys = ("ids_a", "mask_a", "loss_mask_a", "ids_b", "mask_b", "loss_mask_b")
+    layout = "packed" if pack_len else "padded"
+    fn = lambda p, b: jnp.stack(pair_logps(model, p, b, chunk_size, layout))  # noqa: E731
     return score_dataset(fn, params, dataset, keys, batch_size=batch_size, mesh=mesh, buckets=buckets, mode=mode,
                          pack_len=pack_len, token_level=True, desc=desc,
                          cache_key=("policy", model.cfg, chunk_size, bool(pack_len)))

@@ -63,17 +63,6 @@ def microbatch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(None, ("data", "fsdp"), *([None] * (ndim - 2))))
 
 
-def to_microbatches(batch: Mapping[str, np.ndarray], n_micro: int, keys) -> dict[str, np.ndarray]:
-    """Host-side reshape [B, ...] -> [n_micro, B / n_micro, ...] of the fields the loss reads."""
-    out = {}
-    for k in keys:
-        v = np.asarray(batch[k])
-        if v.shape[0] % n_micro:
-            raise ValueError(f"batch of {v.shape[0]} rows cannot be split into {n_micro} microbatches")
-        out[k] = v.reshape(n_micro, v.shape[0] // n_micro, *v.shape[1:])
-    return out
-
-
 def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Host microbatches (the global batch, the same in every process) -> global arrays sharded over the mesh.
 

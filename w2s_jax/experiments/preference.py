@@ -4,6 +4,7 @@ Every model: SFT on the chosen side (warmup-then-constant lr), then a fresh Adam
 model, its log-probs computed once and stored with the model) or SimPO. Weak labels are hard: the weak ceiling's
 (mean) log-prob difference on D_weak decides which answer is chosen. Students: no conflict, implicit conflict,
 explicit conflict (reverse), high-confidence filters, and bootstrapping through an intermediate model.
+Both stages read `config.po` (lr, sft_epochs, epochs); the schedule is the original's warmup-then-constant.
 """
 from __future__ import annotations
 
@@ -13,37 +14,37 @@ import time
 import numpy as np
 
 from w2s_jax import distributed
-
-from w2s_jax.data.batches import PairDataset, SequenceDataset, pack_row_len
-from w2s_jax.data.packing import packed_microbatches
+from w2s_jax.atomic import write_atomic, write_json_atomic
+from w2s_jax.data.batches import PairDataset, SequenceDataset
+from w2s_jax.data.loading import hash_arrays
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
 from w2s_jax.eval.inference import score_policy_pairs
+from w2s_jax.experiments.base import Experiment
+from w2s_jax.experiments.spec import spec_from_config
 from w2s_jax.models.build import build_model
-from w2s_jax.pipeline import Experiment, hash_arrays
-from w2s_jax.atomic import write_atomic, write_json_atomic
+from w2s_jax.objectives import POLICY_OBJECTIVES, SFT
 from w2s_jax.train.checkpoint import ModelStore
-from w2s_jax.train.loop import train
-from w2s_jax.train.policy import PAIR_KEYS, SFT_KEYS, preference_objective, sft_objective
-from w2s_jax.train.step import to_microbatches
 
-STUDENTS = ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit", "hc_confidence",
-            "hc_confidence_implicit", "bootstrap", "bootstrap_implicit")
+PO_SCHEDULE = "warmup_constant"
 DPO_CONFIDENCE_SCALE = 50.0  # the original's sigma(log_ps / 50) for DPO confidences
 log = logging.getLogger(__name__)
 
 
 class PreferenceExperiment(Experiment):
+    STUDENTS = {s: f"student_{s}" for s in ("no_conflict", "implicit", "explicit", "hc_gt", "hc_gt_implicit",
+                                            "hc_confidence", "hc_confidence_implicit", "bootstrap",
+                                            "bootstrap_implicit")}
+
     @property
     def algorithm(self) -> str:
         return self.config.experiment
 
     # -- data ---------------------------------------------------------------------------------------------
-    def _tokenized(self, texts: list[str], which: str):
-        return tokenize_cached(texts, self.tokenizers[which], self.config.data.max_len, mode="prompt_response",
-                               cache_dir=self.store_root / "cache", name=f"{which}-po")
-
     def _pairs(self, chosen: list[str], rejected: list[str], which: str, **extras) -> PairDataset:
-        c, r = self._tokenized(chosen, which), self._tokenized(rejected, which)
+        tokenized = lambda texts: tokenize_cached(  # noqa: E731
+            texts, self.tokenizers[which], self.config.data.max_len, mode="prompt_response",
+            cache_dir=self.store_root / "cache", name=f"{which}-po")
+        c, r = tokenized(chosen), tokenized(rejected)
         return PairDataset(c.ids, r.ids, c.loss_mask, r.loss_mask, extras)
 
     def metric(self, scores: np.ndarray) -> np.ndarray:
@@ -63,60 +64,39 @@ class PreferenceExperiment(Experiment):
     # -- one model: SFT, then DPO / SimPO, then D_test --------------------------------------------------------
     def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,
                      origin: str, explicit: bool = False) -> dict:
-        c, po = self.config, self.config.po
+        c, po, seed = self.config, self.config.po, self.seed
         chunk = po.logp_chunk or None
         pairs = self._pairs(chosen, rejected, which, acc=np.asarray(acc, bool))
-        base = {"model": c[which].to_dict(), "dtype": c.model.dtype, "param_dtype": c.model.param_dtype,
-                "tokenizer": tokenizer_fingerprint(self.tokenizers[which]), "max_len": c.data.max_len,
-                "data": hash_arrays(list(pairs.ids_a), list(pairs.ids_b), list(pairs.loss_mask_a),
-                                    list(pairs.loss_mask_b), pairs.extras["acc"]),
-                "n_train": len(pairs), "labels": origin, "seed": c.seed, "batch_size": c.train.batch_size}
+        common = dict(tokenizer=tokenizer_fingerprint(self.tokenizers[which]),
+                      data=hash_arrays(list(pairs.ids_a), list(pairs.ids_b), list(pairs.loss_mask_a),
+                                       list(pairs.loss_mask_b), pairs.extras["acc"]),
+                      n_train=len(pairs), labels=origin, lr=po.lr, schedule=PO_SCHEDULE, seed=seed)
         started = time.time()
-        model = build_model(c[which], what=which, mesh=self.mesh, seed=c.seed, max_len=c.data.max_len,
+        model = build_model(c[which], what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
                             trust_remote_code=c.model.trust_remote_code)
-        sft_spec = self.train_spec(po.lr, po.sft_epochs, "warmup_constant")
-        sft_store = self.store(f"{role}-sft", {**base, "stage": "sft", "lr": po.lr, "epochs": po.sft_epochs})
-        sft = self._run(f"{role}-sft", sft_store, model.params, sft_objective(model.model, chunk),
-                        SequenceDataset(pairs.ids_a, pairs.loss_mask_a), sft_spec, SFT_KEYS)
-        spec = self.train_spec(po.lr, po.epochs, "warmup_constant")
-        store = self.store(role, {
-            **base, "stage": self.algorithm, "sft": sft_store.fingerprint, "lr": po.lr, "epochs": po.epochs,
-            "beta": po.beta, "gamma": po.gamma if self.algorithm == "simpo" else None,
-            "explicit_alpha": c.conflict.alpha if explicit else None})
-        keys = PAIR_KEYS + ("acc",)
+        sft = SFT(chunk_size=chunk)
+        sft_spec = spec_from_config(c, which, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
+                                    **common)
+        _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
+                                 SequenceDataset(pairs.ids_a, pairs.loss_mask_a))
+        hparams = {"beta": po.beta, "alpha": float(c.conflict.alpha) if explicit else None, "chunk_size": chunk}
+        if self.algorithm == "simpo":
+            hparams["gamma"] = po.gamma
+        objective = POLICY_OBJECTIVES[self.algorithm](**hparams)
+        spec = spec_from_config(c, which, stage=objective.name, objective=objective.hparams(), epochs=po.epochs,
+                                parent=sft_spec.fingerprint, **common)
+        store = self.store(role, spec)
         if self.algorithm == "dpo":
-            refs = self._reference_logps(store, model, sft.params, pairs)
+            refs = self._reference_logps(store, model, sft_result.params, pairs)
             pairs = PairDataset(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b,
                                 {**pairs.extras, "ref_c": refs[0], "ref_r": refs[1]})
-            keys += ("ref_c", "ref_r")
-        objective = preference_objective(model.model, self.algorithm, beta=po.beta, gamma=po.gamma,
-                                         alpha=c.conflict.alpha, explicit=explicit, chunk_size=chunk)
-        result = self._run(role, store, sft.params, objective, pairs, spec, keys)
-        test_scores = self._score(model, result.params, self.test[which], f"{role}: D_test")
+        store, result = self.fit(role, spec, objective, model.model, sft_result.params, pairs, store)
+        test_scores = self._score(model, result.params, self.test[which], f"{self.desc(role)}: D_test")
         self.record(role, store, result, started)
         metric = self.metric(test_scores)
         return {**self.model_entry(role, which, store, metric >= 0, metric, result.params), "model": model,
                 "params": result.params}
-
-    def _prepare(self, keys, dataset):
-        """Host batch -> microbatches: packed rows (chosen sides, then rejected) or padded, by config."""
-        if not self.config.train.packing:
-            return lambda batch, n: to_microbatches(batch, n, keys)
-        sides = ("_a", "_b") if "ids_a" in keys else ("",)
-        extra = tuple(k for k in keys if k in ("valid", "acc", "ref_c", "ref_r"))
-        rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        row_len = pack_row_len(self.config.train.pack_len, dataset)
-        return lambda batch, n: packed_microbatches(batch, n, sides=sides, min_row_len=row_len,
-                                                    buckets=self.buckets, row_multiple=rows, extra_keys=extra,
-                                                    token_level=True)
-
-    def _run(self, role, store, params, objective, dataset, spec, keys):
-        try:
-            return train(params, objective, dataset, spec, mesh=self.mesh, store=store, buckets=self.buckets,
-                         prepare=self._prepare(keys, dataset), log_fn=lambda m: self.metrics.write(role, m), desc=role)
-        finally:
-            store.close()
 
     def _reference_logps(self, store: ModelStore, model, sft_params, pairs: PairDataset) -> np.ndarray:
         """Summed log-probs of the SFT model on every training pair, computed once and kept beside the DPO
@@ -139,14 +119,15 @@ class PreferenceExperiment(Experiment):
 
     # -- labels ---------------------------------------------------------------------------------------------
     def hard_labels(self, labeller: dict, which: str, chosen: list[str], rejected: list[str], name: str) -> dict:
-        """§3.7: keep (chosen, rejected) where the labeller's metric >= 0, else swap; `acc` = it agrees with GT."""
+        """§3.7: keep (chosen, rejected) where the labeller's metric >= 0, else swap; `acc` = it agrees with GT.
+        Written to `seed<k>/<name>_labels.json`."""
         scores = self._score(labeller["model"], labeller["params"], self._pairs(chosen, rejected, which),
                              f"{name} labels")
         metric = self.metric(scores)
         acc = metric >= 0
         labels = {"labeller_fingerprint": labeller["fingerprint"], "metric": metric.tolist(), "acc": acc.tolist(),
                   "accuracy": float(acc.mean())}
-        write_json_atomic(self.workdir / f"{name}_labels.json", labels)
+        write_json_atomic(self.seed_dir(self.seed) / f"{name}_labels.json", labels)
         return {"chosen": [c if a else r for c, r, a in zip(chosen, rejected, acc)],
                 "rejected": [r if a else c for c, r, a in zip(chosen, rejected, acc)],
                 "acc": acc, "confidence": self.confidence(metric), "origin": f"{name}:{labeller['fingerprint']}"}
@@ -161,50 +142,38 @@ class PreferenceExperiment(Experiment):
             return np.maximum(p, 1 - p) >= tau
         return np.ones(len(p), bool)
 
-    # -- the graph ------------------------------------------------------------------------------------------
-    def run(self) -> dict:
-        c = self.config
+    # -- the graph --------------------------------------------------------------------------------------------
+    def setup(self) -> int:
         splits = self.load_data()
-        students = self.students()
-        unknown = [s for s in students if s not in STUDENTS]
-        if unknown:
-            raise ValueError(f"config.students: unknown student(s) {unknown}; known: {list(STUDENTS)}")
-        if any("implicit" in s for s in students) and not splits.conflict:
-            raise ValueError("config.students needs the conflict set (set config.data.conflict_path/n_conflict)")
-        text = lambda pairs: ([p.chosen for p in pairs], [p.rejected for p in pairs])
-        gt, weak, test = text(splits.gt), text(splits.weak), text(splits.test)
-        conflict = text(splits.conflict) if splits.conflict else ([], [])
-        self.tokenizers = self.load_tokenizers(gt[0] + gt[1] + weak[0] + weak[1])
+        text = lambda pairs: ([p.chosen for p in pairs], [p.rejected for p in pairs])  # noqa: E731
+        self.gt, self.weak, test = text(splits.gt), text(splits.weak), text(splits.test)
+        self.conflict = text(splits.conflict) if splits.conflict else ([], [])
+        self.tokenizers = self.load_tokenizers(self.gt[0] + self.gt[1] + self.weak[0] + self.weak[1])
         self.test = {w: self._pairs(*test, w) for w in self.model_keys}
+        return len(test[0])
+
+    def run_seed(self, seed: int) -> tuple[list[dict], list[int]]:
+        students, gt = self.students(), self.gt
         every_gt = np.ones(len(gt[0]), bool)
         weak_ceiling = self.train_policy("weak_ceiling", "weak", *gt, every_gt, "gt")
         models = [weak_ceiling, self.train_policy("strong_ceiling", "strong", *gt, every_gt, "gt")]
-        labels = self.hard_labels(weak_ceiling, "weak", *weak, "weak")
+        labels = self.hard_labels(weak_ceiling, "weak", *self.weak, "weak")
         for student in students:
             if student.startswith("bootstrap"):
                 continue
-            keep = self.keep_mask(labels, student)
-            chosen = [t for t, k in zip(labels["chosen"], keep) if k]
-            rejected = [t for t, k in zip(labels["rejected"], keep) if k]
-            acc = labels["acc"][keep]
-            if student.endswith("implicit"):
-                # the original cuts the helpful set to the same indices as the kept harmless pairs
-                idx = [i for i in np.flatnonzero(keep) if i < len(conflict[0])]
-                chosen += [conflict[0][i] for i in idx]
-                rejected += [conflict[1][i] for i in idx]
-                acc = np.concatenate([acc, np.ones(len(idx), bool)])
-            models.append(self.train_policy(f"student_{student}", "strong", chosen, rejected, acc,
+            chosen, rejected, acc = student_pairs(labels, self.keep_mask(labels, student), self.conflict,
+                                                  student.endswith("implicit"))
+            models.append(self.train_policy(self.STUDENTS[student], "strong", chosen, rejected, acc,
                                             labels["origin"] + (f"|filter:{student}" if student.startswith("hc")
                                                                 else ""),
                                             explicit=student == "explicit"))
         if any(s.startswith("bootstrap") for s in students):
-            models += self._bootstrap(labels, gt, conflict, students)
-        results = {"experiment": self.algorithm, "config": c.to_dict(), "n_test": len(test[0]),
-                   "test_labels": [1] * len(test[0]), "models": models}
-        return self.finish(results)
+            models += self._bootstrap(labels, students)
+        return models, [1] * len(next(iter(self.test.values())))
 
-    def _bootstrap(self, weak_labels: dict, gt, conflict, students) -> list[dict]:
+    def _bootstrap(self, weak_labels: dict, students) -> list[dict]:
         """§5: weak -> intermediate on D_weak; the intermediate labels D_gt; the strong student learns those."""
+        gt, conflict = self.gt, self.conflict
         ceiling = self.train_policy("intermediate_ceiling", "intermediate", *gt, np.ones(len(gt[0]), bool), "gt")
         intermediate = self.train_policy("intermediate_student", "intermediate", weak_labels["chosen"],
                                          weak_labels["rejected"], weak_labels["acc"], weak_labels["origin"])
@@ -215,5 +184,20 @@ class PreferenceExperiment(Experiment):
             if student == "bootstrap_implicit":
                 chosen, rejected = chosen + conflict[0], rejected + conflict[1]
                 acc = np.concatenate([acc, np.ones(len(conflict[0]), bool)])
-            out.append(self.train_policy(f"student_{student}", "strong", chosen, rejected, acc, labels["origin"]))
+            out.append(self.train_policy(self.STUDENTS[student], "strong", chosen, rejected, acc, labels["origin"]))
         return out
+
+
+def student_pairs(labels: dict, keep: np.ndarray, conflict: tuple[list[str], list[str]], implicit: bool):
+    """(chosen, rejected, acc) a direct student learns: the kept weak-labelled pairs, plus for an implicit student
+    the conflict pairs AT THE KEPT INDICES (the original cuts the helpful set to the same indices as the kept
+    harmless pairs, so a filter shrinks both)."""
+    chosen = [t for t, k in zip(labels["chosen"], keep) if k]
+    rejected = [t for t, k in zip(labels["rejected"], keep) if k]
+    acc = labels["acc"][keep]
+    if implicit:
+        idx = [i for i in np.flatnonzero(keep) if i < len(conflict[0])]
+        chosen += [conflict[0][i] for i in idx]
+        rejected += [conflict[1][i] for i in idx]
+        acc = np.concatenate([acc, np.ones(len(idx), bool)])
+    return chosen, rejected, acc

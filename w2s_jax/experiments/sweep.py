@@ -2,20 +2,23 @@
 
 `config.sweep.models` names model specs (the same fields as `config.weak`) and `config.sweep.pairs` lists
 `"weak->strong"` pairs, e.g. `"gpt2->gpt2-medium,gpt2->gpt2-large,gpt2->gpt2-xl"`. Each pair runs the whole
-experiment in `workdir/pairs/<weak>__<strong>/` (its own results.json, labels and report); the checkpoints and the
-token cache live in `workdir/` so a model that several pairs need (the weak ceiling above, or a strong ceiling that
-is the next pair's weak ceiling) is trained once. `workdir/results.json` gathers every pair's per-example results
-and `report.md` / `plots/` compare them (DS against the capability gap).
+experiment (every seed) in `workdir/pairs/<weak>__<strong>/` (its own results.json, labels and report); the
+checkpoints and the token cache live in `workdir/` so a model that several pairs need (the weak ceiling above, or a
+strong ceiling that is the next pair's weak ceiling) is trained once. `workdir/results.json` gathers every pair's
+per-seed results (`pairs[].runs`) and `report.md` / `plots/` compare them (DS against the capability gap).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from ml_collections import ConfigDict
 
+from w2s_jax import distributed
 from w2s_jax.atomic import write_json_atomic
+from w2s_jax.experiments.base import SCHEMA_VERSION, parse_seeds, with_report
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -53,21 +56,21 @@ def sweep_configs(config) -> list[tuple[str, str, ConfigDict]]:
     return out
 
 
-def run_sweep(config, workdir: str | Path, mesh) -> dict:
+def run_sweep(config, workdir: str | Path, mesh, run_pair: Callable[..., dict]) -> dict:
+    """`run_pair(config, workdir, mesh, store_root)` runs one pair's experiment (`experiments.run`)."""
     from tqdm.auto import tqdm
-
-    from w2s_jax import distributed, pipeline
 
     workdir = Path(workdir)
     entries, last = [], None
     for weak, strong, c in tqdm(sweep_configs(config), desc="sweep", disable=not distributed.is_primary()):
         pair_dir = workdir / "pairs" / pair_dirname(weak, strong)
-        last = pipeline.run(c, pair_dir, mesh, store_root=workdir)
-        params = {m["role"]: m.get("n_params") for m in last["models"]}
+        last = run_pair(c, pair_dir, mesh, store_root=workdir)
+        params = {m["role"]: m.get("n_params") for m in last["runs"][0]["models"]}
         entries.append({"name": f"{weak}->{strong}", "weak": weak, "strong": strong,
                         "weak_params": params.get("weak_ceiling"), "strong_params": params.get("strong_ceiling"),
-                        "workdir": os.path.relpath(pair_dir, workdir), "models": last["models"]})
-    results = {"experiment": config.experiment, "config": json.loads(config.to_json_best_effort()),
-               "n_test": last["n_test"], "test_labels": last["test_labels"], "pairs": entries}
+                        "workdir": os.path.relpath(pair_dir, workdir), "runs": last["runs"]})
+    results = {"schema_version": SCHEMA_VERSION, "experiment": config.experiment,
+               "config": json.loads(config.to_json_best_effort()), "n_test": last["n_test"],
+               "seeds": parse_seeds(config), "test_labels": last["test_labels"], "pairs": entries}
     write_json_atomic(workdir / "results.json", results)
-    return pipeline.with_report(workdir, results)
+    return with_report(workdir, results)

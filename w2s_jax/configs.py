@@ -1,0 +1,137 @@
+"""Shared builders of experiment configs: every file in `configs/` is a short `get_config(preset)` over these.
+
+A config is an `ml_collections.ConfigDict`; override any field from the command line
+(`--config.train.lr=1e-6`, `--config.seeds=0,1,2`). `load_config_file("configs/x.py:preset")` is the one place
+that executes a config file (the entry point and the tests use it; config files import this module instead).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PO_ALGORITHMS = {"dpo": {"epochs": 3, "beta": 0.1}, "simpo": {"epochs": 1, "beta": 2.0}}
+# what a preference run does not read (its stages read config.po): absent from its config, refused when set
+PO_DEAD_TRAIN_FIELDS = ("lr", "epochs", "schedule", "loss")
+
+
+def model_spec(name: str = "", init: str = "pretrained", tokenizer: str = "", **arch) -> ConfigDict:
+    spec = ConfigDict({"name": name, "init": init, "tokenizer": tokenizer,
+                       "arch": {"family": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 4,
+                                "num_kv_heads": 0, "intermediate_size": 0}})
+    spec.arch.update(arch)
+    return spec
+
+
+def base_config() -> ConfigDict:
+    """The reward-model experiment at paper scale (original-spec §2)."""
+    c = ConfigDict()
+    c.experiment = "reward_model"
+    # the seeds to run, comma-separated ("0,1,2"): each trains and scores every model once (init of new heads
+    # and layers, data order, A/B order); everything else is shared
+    c.seeds = "0"
+    c.data = ConfigDict({
+        "source": "dir",  # "dir": the paper's JSONL layout in data.dir; "hub": Anthropic/hh-rlhf
+        "dir": str(SHARED_DATA / "hh-single-turn"),
+        "hub_subset": "harmless-base", "hub_conflict_subset": "helpful-base",
+        "n_gt": 4000, "n_weak": 4000, "n_test": 4000,
+        "conflict_path": "",  # JSONL of {chosen, rejected} / {prompt, chosen, rejected}, or a BIG-bench task.json
+        "n_conflict": 4000,
+        "max_len": 512, "bucket_multiple": 64, "max_buckets": 8,
+        "allow_skips": False,
+        "seed": 0,  # the data's own seed (the hub split, the demo world), the same for every run seed
+        "conflict_required": False,  # True: data.conflict_path must be given (no default file)
+    })
+    c.weak = model_spec("gpt2")
+    c.strong = model_spec("gpt2-medium")
+    c.intermediate = model_spec("")  # bootstrapping students only (weak -> intermediate -> strong)
+    c.model = ConfigDict({"param_dtype": "float32", "dtype": "float32", "remat_policy": "none",
+                          "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False})
+    c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
+                          "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32,
+                          # pack the sequences of a batch into rows of >= pack_len tokens (same math, less padding)
+                          "packing": True, "pack_len": 256,
+                          # what a finished model keeps: "full" (train state, resumable) or "params" (a third
+                          # of the disk; earlier checkpoints are dropped)
+                          "final_checkpoint": "full"})
+    # scoring: "pmap" replicates the model on every local device; "sharded" keeps the training sharding (models
+    # too large to replicate)
+    c.eval = ConfigDict({"mode": "pmap"})
+    # a capability-ladder sweep (w2s_jax/experiments/sweep.py): "weak->strong,..." over the specs in sweep.models
+    c.sweep = ConfigDict({"pairs": "", "models": ConfigDict()})
+    c.students = "no_conflict,implicit,explicit"
+    c.conflict_name = "helpfulness"
+    c.conflict = ConfigDict({"alpha": 0.5})
+    c.mesh = ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    return c
+
+
+def demo(c: ConfigDict) -> ConfigDict:
+    """Offline and small: the generated demo world (`w2s_jax/data/demo_world.py`) and the bottom and the top of its
+    model ladder as weak and strong models. `--config.data.source=dir --config.data.conflict_path=<pairs>` runs the
+    same models on the shared HH pairs instead."""
+    from w2s_jax.data.demo_world import DEMO_LADDER, WorldSettings
+
+    c.data.source = "demo"
+    c.data.n_gt, c.data.n_weak, c.data.n_test, c.data.n_conflict = 1000, 1000, 1000, 300
+    c.data.conflict_path = ""
+    c.data.max_len, c.data.bucket_multiple = 40, 40  # the world's dialogues are under 40 tokens: one shape
+    # the world's knobs (demo_world.WorldSettings); data.seed seeds it
+    c.data.world = ConfigDict({f.name: f.default for f in dataclasses.fields(WorldSettings) if f.name != "seed"})
+    (weak_name, weak_h, weak_l, weak_a), (strong_name, strong_h, strong_l, strong_a) = DEMO_LADDER[0], DEMO_LADDER[-1]
+    c.weak = model_spec(weak_name, init="random", tokenizer="bpe:1024", hidden_size=weak_h, num_layers=weak_l,
+                        num_heads=weak_a)
+    c.strong = model_spec(strong_name, init="random", tokenizer="bpe:1024", hidden_size=strong_h,
+                          num_layers=strong_l, num_heads=strong_a)
+    c.train.batch_size = 16
+    c.train.eval_batch_size = 200
+    c.train.packing = False  # short dialogues in one 40-token bucket: one compiled shape, nothing to pack
+    c.train.save_every = 0  # each model trains in well under a minute: only its final checkpoint is written
+    c.model.scan_layers = False  # two layers at most: unrolled compiles faster than a scan
+    if c.experiment == "reward_model":
+        c.train.lr = 1e-3
+        c.train.epochs = 20
+    return c
+
+
+def reward_model_config(preset: str, file: str = "configs/rm_helpful.py") -> ConfigDict:
+    check_preset(preset, ("paper", "demo"), file)
+    c = base_config()
+    return demo(c) if preset == "demo" else c
+
+
+def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
+    """SFT, then DPO or SimPO (original-spec §3): both stages read `po.lr`; SFT runs `po.sft_epochs`, the
+    preference stage `po.epochs`, both on the original's warmup-then-constant schedule."""
+    check_preset(preset, ("paper", "demo"), file)
+    c = base_config()
+    c.experiment = algorithm
+    for name in PO_DEAD_TRAIN_FIELDS:
+        del c.train[name]
+    c.po = ConfigDict({"lr": 1e-6, "sft_epochs": 1, "gamma": 1.0, "conf_threshold": 0.75,
+                       "logp_chunk": 128,  # time steps per chunk of the log-softmax (0: all at once)
+                       **PO_ALGORITHMS[algorithm]})
+    if preset == "demo":
+        demo(c)
+        c.po.lr = 1e-3
+        c.po.epochs = 1
+        c.data.n_gt = c.data.n_weak = c.data.n_test = 300  # the demo world at a third of the reward-model size
+        c.data.n_conflict = 100
+    return c
+
+
+def check_preset(preset: str, known, file: str) -> None:
+    if preset not in (*known, ""):
+        raise ValueError(f"unknown preset {preset!r} for configs/{Path(file).name}; use one of {list(known)}")
+
+
+def load_config_file(spec: str) -> ConfigDict:
+    """`path/to/config.py[:preset]` -> its ConfigDict (the preset's, or `get_config()`'s default)."""
+    path, _, preset = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location(f"w2s_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(preset) if preset else module.get_config()

@@ -1,0 +1,89 @@
+"""The typed spec of one trained model and the fingerprint derived from it.
+
+Everything that determines what a trained model is goes in `TrainedModelSpec`; its fingerprint is sha256 of
+`dataclasses.asdict(spec)`, so a field cannot be forgotten. What changes how a model is computed but not what it
+is (`RESULT_NEUTRAL_FIELDS`, config paths) is never read into a spec; the results guard
+(`experiments.guard`) ignores the same list when it compares a work directory's config with this run's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from typing import Any
+
+from w2s_jax.train.optim import SCHEDULE_NAMES
+
+# config fields (and subtrees) that change how results are computed, never what they are
+RESULT_NEUTRAL_FIELDS = ("mesh", "train.micro_batch_size", "train.save_every", "train.final_checkpoint",
+                         "train.eval_batch_size", "train.packing", "train.pack_len", "model.remat_policy",
+                         "model.scan_layers", "model.attention_impl", "eval.mode", "po.logp_chunk")
+STAGES = ("reward_model", "sft", "dpo", "simpo")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_result_neutral(path: str) -> bool:
+    return any(path == f or path.startswith(f + ".") for f in RESULT_NEUTRAL_FIELDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModelSpec:
+    """What one trained model is: its base model, the data it learns from and how, and the seed."""
+
+    model: dict  # the model spec (config.weak / .strong / .intermediate): name, init, tokenizer, arch
+    param_dtype: str
+    dtype: str
+    tokenizer: str  # the tokenizer's fingerprint
+    max_len: int
+    data: str  # sha256 of the training arrays (token ids, masks, labels)
+    n_train: int
+    labels: str  # where the labels come from: "gt", or "weak:<labeller fingerprint>[|filter:...]"
+    stage: str  # the objective: reward_model, sft, dpo, simpo
+    objective: dict  # its hyper-parameters (`Objective.hparams()`)
+    lr: float
+    epochs: int
+    schedule: str
+    batch_size: int
+    seed: int
+    parent: str | None = None  # the fingerprint of the stage this one starts from (SFT before DPO / SimPO)
+
+    def __post_init__(self):
+        problems = []
+        if self.stage not in STAGES:
+            problems.append(f"stage {self.stage!r} is not one of {STAGES}")
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not math.isfinite(self.lr) \
+                or self.lr <= 0:
+            problems.append(f"lr must be a positive finite number, got {self.lr!r}")
+        for name in ("epochs", "batch_size", "n_train", "max_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            problems.append(f"seed must be an integer, got {self.seed!r}")
+        if self.schedule not in SCHEDULE_NAMES:
+            problems.append(f"schedule {self.schedule!r} is not one of {SCHEDULE_NAMES}")
+        if not _SHA256.fullmatch(self.data):
+            problems.append("data must be a sha256 hex digest")
+        if self.parent is not None and not _SHA256.fullmatch(self.parent):
+            problems.append("parent must be a fingerprint (sha256 hex digest) or None")
+        if not self.labels or not self.tokenizer:
+            problems.append("labels and tokenizer must be named")
+        if problems:
+            raise ValueError(f"trained-model spec ({self.stage}): " + "; ".join(problems))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def spec_from_config(config, which: str, **fields) -> TrainedModelSpec:
+    """The spec of a model of `config[which]`: the config supplies the base model, dtypes, max_len and batch size;
+    `fields` the rest (tokenizer, data, n_train, labels, stage, objective, lr, epochs, schedule, seed, parent)."""
+    return TrainedModelSpec(model=config[which].to_dict(), param_dtype=config.model.param_dtype,
+                            dtype=config.model.dtype, max_len=config.data.max_len,
+                            batch_size=config.train.batch_size, **fields)

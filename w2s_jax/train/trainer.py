@@ -1,0 +1,180 @@
+"""The Trainer: one object owns jit, shardings, accumulation, checkpoints, metrics and the progress bar.
+
+`step_fn` builds the one sharded train step of an objective (`train.step.make_train_step`); `lower` lowers it
+ahead of time on abstract arrays (memory and FLOP figures without allocating); `fit` runs the loop over a
+dataset, with a `ModelStore` (reuse a finished model, resume a partial one, save every `save_every` steps) or
+without one. An objective (`w2s_jax.objectives`) brings its loss, batch keys and input preparation; the Trainer
+brings the layout (padded or packed rows) and the mesh.
+
+Multi-process: every process runs this loop on the same host batches; the primary process's reading of the
+checkpoint directory decides reuse/resume for all, and processes meet at the start and end of each stage."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from w2s_jax import distributed, faults
+from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, pack_row_len, train_batches
+from w2s_jax.data.packing import Packing
+from w2s_jax.train import step as step_lib
+from w2s_jax.train.checkpoint import ModelStore, abstract_of
+from w2s_jax.train.optim import make_optimizer, make_schedule
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Hyper-parameters of one training stage (all part of the model fingerprint)."""
+
+    lr: float
+    batch_size: int
+    epochs: int
+    schedule: str
+    seed: int
+    micro_batch_size: int | None = None  # None: the whole batch in one forward
+
+    @property
+    def n_micro(self) -> int:
+        micro = self.micro_batch_size or self.batch_size
+        if self.batch_size % micro:
+            raise ValueError(f"train.batch_size={self.batch_size} is not a multiple of "
+                             f"train.micro_batch_size={micro}")
+        return self.batch_size // micro
+
+
+@dataclass
+class TrainResult:
+    params: Any
+    steps_run: int  # train steps executed in this call (0 when a finished checkpoint was reused)
+    reused: bool
+    history: list[dict]
+    compiled_shapes: list[tuple] = field(default_factory=list)  # distinct input shapes = train-step compiles
+
+
+class Trainer:
+    """Trains any objective on one mesh. `layout` is "padded" or "packed" (`pack_len`: the least row length of a
+    packed batch); `log_fn(desc, metrics)` receives every step's metrics."""
+
+    def __init__(self, mesh, buckets: Sequence[int], *, layout: str = "padded", pack_len: int | None = None,
+                 log_fn: Callable[[str, dict], None] | None = None):
+        if layout not in ("padded", "packed") or (layout == "packed") != (pack_len is not None):
+            raise ValueError(f"Trainer: layout {layout!r} with pack_len {pack_len!r}")
+        self.mesh, self.buckets, self.layout, self.pack_len, self.log_fn = mesh, tuple(buckets), layout, pack_len, \
+            log_fn
+
+    def packing(self, dataset) -> Packing | None:
+        if self.layout == "padded":
+            return None
+        rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        return Packing(pack_row_len(self.pack_len, dataset), self.buckets, rows)
+
+    def prepare(self, objective, dataset) -> Callable[[dict, int], dict]:
+        """Host batch -> the objective's microbatches in this trainer's layout."""
+        packing = self.packing(dataset)
+        return lambda batch, n_micro: objective.prepare(batch, n_micro, self.layout, packing)
+
+    def place(self, host_microbatches: dict) -> dict:
+        return step_lib.place_batch(host_microbatches, self.mesh)
+
+    def init(self, params, spec: TrainSpec, nsteps: int):
+        """(optimizer, TrainState) of a stage of `nsteps` steps."""
+        optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
+        return optimizer, step_lib.init_state(params, optimizer)
+
+    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int):
+        """The jitted `(state, microbatches) -> (state, metrics)` of `objective` on `model`."""
+        return step_lib.make_train_step(objective.loss_fn(model, self.layout), optimizer, state_shardings, nsteps)
+
+    def lower(self, objective, model, optimizer, abstract_state, abstract_batch: dict, nsteps: int = 1000):
+        """The step lowered ahead of time on ShapeDtypeStructs (with their shardings): `.compile()` it for XLA's
+        memory analysis and FLOP count; nothing is allocated."""
+        shardings = step_lib.state_shardings(abstract_state)
+        return self.step_fn(objective, model, optimizer, shardings, nsteps).lower(abstract_state, abstract_batch)
+
+    def fit(self, params, objective, model, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
+            store: ModelStore | None = None, desc: str = "train") -> TrainResult:
+        """Train `params` on `dataset`; with a `store`, reuse it if finished and resume it if partial."""
+        nsteps = num_train_steps(len(dataset), spec.epochs, spec.batch_size)
+        if nsteps < 1:
+            raise ValueError(f"{desc}: {len(dataset)} examples x {spec.epochs} epochs give no full batch of "
+                             f"{spec.batch_size}")
+        with store.exclusive() if store is not None else contextlib.nullcontext():
+            return self._fit(params, objective, model, dataset, spec, nsteps, store, desc)
+
+    def _restore(self, store: ModelStore, state, nsteps: int, desc: str):
+        """(finished params or None, (start step, state) to resume from or None, whether the store was complete)."""
+        distributed.check_same(store.fingerprint, f"{desc}: the model fingerprint")
+        complete = distributed.agree(store.complete)
+        if complete and distributed.agree(store.final_kind == "params"):  # a finished model kept as parameters
+            found = store.restore_verified({"params": abstract_of(state.params)}, only_step=nsteps)
+            if found is not None and found[0] == nsteps:
+                return found[1]["params"], None, True
+        found = store.restore_verified(abstract_of(state))  # None when there is no usable checkpoint
+        if complete and found is not None and found[0] == nsteps:
+            return found[1].params, None, True
+        if complete:  # never trust a finished model whose final checkpoint does not restore
+            log.warning("%s: %s is marked complete but its final checkpoint is unusable; %s", desc, store.directory,
+                        f"resuming from step {found[0]}" if found else "training it again")
+        return None, found, complete
+
+    def _fit(self, params, objective, model, dataset, spec: TrainSpec, nsteps: int, store, desc: str):
+        optimizer, state = self.init(params, spec, nsteps)
+        start = 0
+        if store is not None:
+            finished, found, complete = self._restore(store, state, nsteps, desc)
+            if finished is not None:
+                log.info("%s: reusing finished checkpoint %s", desc, store.directory)
+                return TrainResult(finished, 0, True, [])
+            if found is not None:
+                start, state = found
+                log.info("%s: resuming from step %d of %d (%s)", desc, start, nsteps, store.directory)
+            if found is None or complete:
+                store.mark("training", steps=nsteps)
+            distributed.sync(f"train-start:{store.fingerprint}")
+        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps)
+        prepare, schedule = self.prepare(objective, dataset), make_schedule(spec.lr, nsteps, spec.schedule)
+        history: list[dict] = []
+        shapes: dict[tuple, None] = {}
+        batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=self.buckets,
+                                start_step=start)
+        bar = tqdm(batches, total=nsteps - start, desc=desc, leave=False, disable=not distributed.is_primary())
+        for k, batch in enumerate(bar, start=start):
+            micro = self.place(prepare(batch, spec.n_micro))
+            shapes[tuple(sorted((name, tuple(v.shape)) for name, v in micro.items()))] = None
+            state, metrics = step_fn(state, micro)
+            metrics = {name: float(v) for name, v in distributed.fetch_global_tree(metrics).items()}
+            self._check_finite(metrics, k, store, desc)
+            metrics.update(step=k + 1, lr=float(schedule(k)))
+            history.append(metrics)
+            if self.log_fn is not None:
+                self.log_fn(desc, metrics)
+            faults.point("after_step", k + 1, f"{desc}:{k + 1}")
+            last_as_params = store is not None and k + 1 == nsteps and store.final == "params"  # `finish` writes it
+            if store is not None and not last_as_params and store.save(k + 1, state):
+                faults.point("during_save", k + 1, f"{desc}:{k + 1}")  # the write is in flight
+        if store is not None:
+            store.finish(nsteps, state)
+            distributed.sync(f"train-end:{store.fingerprint}")
+        return TrainResult(state.params, nsteps - start, False, history, list(shapes))
+
+    @staticmethod
+    def _check_finite(metrics: dict, k: int, store, desc: str) -> None:
+        """Checked before the save: a non-finite state is never written."""
+        bad = next((name for name in ("loss", "grad_norm") if not math.isfinite(metrics.get(name, 0.0))), None)
+        if bad is None:
+            return
+        last = store.latest_step() if store is not None else None
+        kept = f"the last good checkpoint (step {last}) in {store.directory} stays loadable" if last else \
+            "no checkpoint was written before it"
+        raise NonFiniteLossError(f"{desc}: {bad} is {metrics[bad]} at step {k + 1}; stopping ({kept}). "
+                                 "Lower train.lr or check the data.")
