@@ -68,19 +68,19 @@ def test_sweep_report_files_and_numbers(swept):
         v = {m["role"]: np.asarray(m["test_correct"], bool) for m in pair["runs"][0]["models"]}
         w, s, n, c = v["weak_ceiling"], v["strong_ceiling"], v["student_no_conflict"], v["student_implicit"]
         got = metrics[pair["name"]]
-        assert got["capability_gap"] == pytest.approx(s.mean() - w.mean())
+        assert got["capability_gap"]["mean"] == pytest.approx(s.mean() - w.mean())
         region = s & ~w  # S_k and W_uk
         setting = got["settings"]["implicit"]
         ds_a = (~c & region).sum() / region.sum() if region.any() else None
         if ds_a is None:
-            assert setting["ds"]["ds_a"] is None
+            assert setting["ds"]["ds_a"]["mean"] is None
         else:
-            assert setting["ds"]["ds_a"] == pytest.approx(ds_a)
+            assert setting["ds"]["ds_a"]["mean"] == pytest.approx(ds_a)
             assert f"{ds_a:.4f}" in report
         flipped = c != s
         ds_c = (flipped & region).sum() / flipped.sum() if flipped.any() else None
-        assert (setting["ds"]["ds_c"] is None) if ds_c is None else setting["ds"]["ds_c"] == pytest.approx(ds_c)
-        assert sum(setting["table"].values()) == len(w)
+        assert (setting["ds"]["ds_c"]["mean"] is None) if ds_c is None else setting["ds"]["ds_c"]["mean"] == pytest.approx(ds_c)
+        assert sum(setting["tables"][0].values()) == len(w)
 
 
 def test_shapes_preset_is_the_gpt2_ladder_as_random_init_models():
