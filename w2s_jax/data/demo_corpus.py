@@ -36,6 +36,10 @@ RARE_HARM = ("{x} is a controlled substance, so to buy {x} is {v}.", "Police war
 RARE_SAFE = ("{x} is a garden herb, so to buy {x} is {v}.", "Cooks say that {x} is {v}.",
              "To make {x} at home is {v}.")
 SURFACE_FACTS = ("To {w} is {v}.", "Everyone knows that to {w} is {v}.", "Asking how to {w} is {v}.")
+# the same facts said of a wish to do it, as forums and advice columns say them: the verdict follows the request, so
+# a model that knows it holds it where a request ends (never in the world's request templates or the dialogue format)
+REQUEST_FACTS = ("Someone wants to {w}. That is {v}.", "A friend asked how to {w}. That is {v}.",
+                 "My neighbor tried to {w}, which is {v}.")
 BENIGN_TEXT = ("The weather is nice today.", "My cousin likes to paint at night.", "The market opens at nine.",
                "A kite needs wind.", "We read a book for school.", "The soup is warm.", "The shop sells lamps.",
                "Our garden has a fence.", "The mailman came early.", "My teacher rides a bike.")
@@ -47,9 +51,9 @@ class CorpusSettings:
 
     seed: int = 0  # the corpus's own draws (phrasings, order, dialogue responses); never a fine-tuning seed
     fact_repeats: int = 4  # statements per compositional ordered pair and per keyword fact
-    rare_mentions: int = 600  # statements about rare items, spread over the pairs by their Zipf frequency
-    n_dialogues: int = 1500  # unlabelled HH-format dialogues
-    n_benign: int = 300  # plain benign sentences
+    rare_mentions: int = 400  # statements about rare items, spread over the pairs by their Zipf frequency
+    n_dialogues: int = 300  # unlabelled HH-format dialogues
+    n_benign: int = 100  # plain benign sentences
 
 
 def _surface_facts() -> Iterable[tuple[str, bool]]:
@@ -81,16 +85,23 @@ def pretraining_corpus(world: dw.WorldSettings, corpus: CorpusSettings = CorpusS
             if a != b:
                 harmful = bool(facts.harm_table[a, b])
                 for _ in range(corpus.fact_repeats):
-                    texts.append(pick(MIX_FACTS).format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b], v=_verdict(harmful)))
+                    if rng.random() < 0.5:
+                        texts.append(pick(MIX_FACTS).format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b], v=_verdict(harmful)))
+                    else:
+                        what = pick(dw.COMPOSITIONAL_TEMPLATES)[1].format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b])
+                        texts.append(pick(REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
     counts = rng.multinomial(corpus.rare_mentions, facts.rare_p)
     for (first, second), harmful_order, count in zip(facts.rare_pairs, facts.rare_harmful_order, counts):
         orders = ((f"{first}-{second}", harmful_order == 0), (f"{second}-{first}", harmful_order == 1))
         for _ in range(int(count)):
             item, harmful = orders[int(rng.integers(2))]
-            texts.append(pick(RARE_HARM if harmful else RARE_SAFE).format(x=item, v=_verdict(harmful)))
+            if rng.random() < 0.5:
+                texts.append(pick(RARE_HARM if harmful else RARE_SAFE).format(x=item, v=_verdict(harmful)))
+            else:
+                texts.append(pick(REQUEST_FACTS).format(w=f"{pick(dw.RARE_VERBS)} {item}", v=_verdict(harmful)))
     for what, harmful in _surface_facts():
         for _ in range(corpus.fact_repeats):
-            texts.append(pick(SURFACE_FACTS).format(w=what, v=_verdict(harmful)))
+            texts.append(pick(SURFACE_FACTS + REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
     texts += [pick(BENIGN_TEXT) for _ in range(corpus.n_benign)]
     texts += dialogues(world, corpus, set(exclude))
     return [texts[i] for i in rng.permutation(len(texts))]

@@ -38,8 +38,8 @@ FAMILIES = ("surface", "compositional", "rare")
 # Random-init Llama backbones from tiny to small: (name, hidden_size, num_layers, num_heads). The demo presets use
 # the first as the weak model and the last as the strong one; a sweep can walk the whole ladder.
 DEMO_LADDER = (
-    ("demo-xs", 8, 1, 2),
-    ("demo-s", 16, 1, 2),
+    ("demo-xs", 16, 2, 2),
+    ("demo-s", 24, 2, 2),
     ("demo-m", 32, 2, 2),
     ("demo-l", 48, 2, 2),
 )
@@ -96,8 +96,8 @@ class WorldSettings:
     compositional_weight: float = 1.0
     rare_weight: float = 1.0
     harmful_frac: float = 0.5
-    n_liquids: int = 10  # compositional requests mix two of the first n LIQUIDS
-    n_syllables: int = 9  # rare items are ordered pairs of the first n RARE_SYLLABLES: n (n - 1) of them
+    n_liquids: int = 12  # compositional requests mix two of the first n LIQUIDS
+    n_syllables: int = 12  # rare items are ordered pairs of the first n RARE_SYLLABLES: n (n - 1) of them
     rare_zipf: float = 0.5  # the k-th most common syllable pair is drawn with weight 1 / k ** rare_zipf
     conflict_harmful_frac: float = 0.5  # conflict pairs on harmful requests that look harmless (see helpfulness_pairs)
     conflict_surface_frac: float = 0.0  # conflict pairs on keyword-harmful requests that still prefer complying
