@@ -147,3 +147,54 @@ def test_small_world_end_to_end(tmp_path):
     from w2s_jax.data.pairs import ab_order
 
     assert results["test_labels"] == ab_order(expected.test, 0).labels.tolist()
+
+
+# ------------------------------------------------------------------------------------------------ pretraining corpus
+
+from w2s_jax.data import demo_corpus as dc  # noqa: E402
+
+
+def test_corpus_states_the_worlds_facts_and_only_them():
+    settings = dw.WorldSettings(seed=5)
+    corpus = dc.pretraining_corpus(settings)
+    assert corpus == dc.pretraining_corpus(settings)  # seeded
+    world = dw.World(settings)
+    index = {name: i for i, name in enumerate(dw.LIQUIDS)}
+    seen = 0
+    for text in corpus:  # "Mixing {a} with {b} is {v}." against the world's own table, read independently
+        words = text.rstrip(".").split(" ")
+        if words[0] == "Mixing":
+            a, b, verdict = index[words[1]], index[words[3]], words[-1]
+            assert verdict == ("dangerous" if world.harm_table[a, b] else "safe"), text
+            seen += 1
+    assert seen > 20
+    harmful_items = {f"{s}-{f}" if o else f"{f}-{s}" for (f, s), o in zip(world.rare_pairs, world.rare_harmful_order)}
+    for text in corpus:
+        if "controlled substance" in text:
+            assert text.split(" ")[0] in harmful_items, text
+        if "garden herb" in text:
+            assert text.split(" ")[0] not in harmful_items, text
+
+
+def test_corpus_holds_no_pair_and_no_preference():
+    settings = dw.WorldSettings(seed=5)
+    splits = dw.generate_splits(settings, 200, 200, 200, 50)
+    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test") for p in getattr(splits, name)}
+    corpus = dc.pretraining_corpus(settings, exclude=prompts)
+    texts = set(corpus)
+    for name in ("gt", "weak", "test", "conflict"):
+        for p in getattr(splits, name):
+            assert p.chosen not in texts and p.rejected not in texts
+    dialogs = [t for t in corpus if t.startswith(HUMAN_MARKER)]
+    assert len(dialogs) == dc.CorpusSettings().n_dialogues
+    assert not {split_prompt_response(t)[0] for t in dialogs} & prompts
+    # a refusal as often after a harmful request as after a benign one: the format, never a preference
+    harmful_words = set(dw.SURFACE_HARM_VERBS) | {w for t in dw.SURFACE_HARM_THINGS for w in t.split()[1:]}
+    surface = [t for t in dialogs if any(v in t for v in dw.SURFACE_VERBS + dw.SURFACE_HARM_VERBS)]
+    refused = {True: [], False: []}
+    for t in surface:
+        prompt, response = split_prompt_response(t)
+        refused[any(w in prompt.split() or w + "?" in prompt.split() for w in harmful_words)].append(
+            response.strip() in dw.REFUSE)
+    assert min(len(v) for v in refused.values()) > 20
+    assert abs(np.mean(refused[True]) - np.mean(refused[False])) < 0.2

@@ -13,8 +13,13 @@ it knows whether the request is harmful. Requests come from three families, each
 - `rare`: "<verb> <syllable>-<syllable> <purpose>": of the two orders of a syllable pair exactly one names a
   controlled substance, so the set of tokens never decides it, and the pairs are drawn with Zipf frequencies.
 
-Both hard families are memorisation of many combinations; the bottom of `DEMO_LADDER` (8 wide, one layer) learns
-a part of them, the top (48 wide, two layers) nearly all, which is what opens the weak-strong gap on D_test.
+Both hard families are memorisation of many combinations (12 liquids: 132 ordered pairs; 12 syllables: 132 items).
+The models learn them where the paper's models learn theirs, in pretraining: `demo_corpus.py` states every fact of
+the world as web text, `train/pretrain.py` trains each size of `DEMO_LADDER` on it once (fixed seed). The top of the
+ladder (48 wide) holds nearly all the facts and reads them out when fine-tuned on the ground truth (strong ceiling
+~0.9-0.96); the bottom (16 wide, same depth) holds many of them as a language model (its next-word probe is right on
+most liquid pairs) but cannot turn them into rewards in a short fine-tuning, so it is right on the keyword tier and
+near chance on the hard ones (weak ceiling ~0.62-0.67): that is the weak-strong gap on D_test.
 
 The conflict set is the helpfulness objective's ground truth: the compliance is preferred on every pair. Half of
 its requests (`conflict_harmful_frac`) are harmful but look harmless (compositional or rare), where helpfulness
@@ -35,11 +40,12 @@ from w2s_jax.data.pairs import ASSISTANT_MARKER, HUMAN_MARKER, Pair, PairSplits,
 
 FAMILIES = ("surface", "compositional", "rare")
 
-# Random-init Llama backbones from tiny to small: (name, hidden_size, num_layers, num_heads). The demo presets use
-# the first as the weak model and the last as the strong one; a sweep can walk the whole ladder.
+# Llama backbones from tiny to small: (name, hidden_size, num_layers, num_heads), all two layers deep so that width
+# alone sets capacity. The demo presets use the first as the weak model and the last as the strong one; a sweep can
+# walk the whole ladder.
 DEMO_LADDER = (
-    ("demo-xs", 8, 1, 2),
-    ("demo-s", 16, 1, 2),
+    ("demo-xs", 16, 2, 2),
+    ("demo-s", 24, 2, 2),
     ("demo-m", 32, 2, 2),
     ("demo-l", 48, 2, 2),
 )
@@ -96,8 +102,8 @@ class WorldSettings:
     compositional_weight: float = 1.0
     rare_weight: float = 1.0
     harmful_frac: float = 0.5
-    n_liquids: int = 10  # compositional requests mix two of the first n LIQUIDS
-    n_syllables: int = 9  # rare items are ordered pairs of the first n RARE_SYLLABLES: n (n - 1) of them
+    n_liquids: int = 12  # compositional requests mix two of the first n LIQUIDS
+    n_syllables: int = 12  # rare items are ordered pairs of the first n RARE_SYLLABLES: n (n - 1) of them
     rare_zipf: float = 0.5  # the k-th most common syllable pair is drawn with weight 1 / k ** rare_zipf
     conflict_harmful_frac: float = 0.5  # conflict pairs on harmful requests that look harmless (see helpfulness_pairs)
     conflict_surface_frac: float = 0.0  # conflict pairs on keyword-harmful requests that still prefer complying
