@@ -10,6 +10,7 @@ writes, each atomically:
   undefined (NaN) is JSON null, and a `notes` list says why.
 * report.md: the findings block first, then per pair the tables, each number as mean over seeds [95% interval].
 * plots/accuracy.png, plots/ds_vs_gap.png, plots/regions.png (`plots.py`).
+* report.html: all of it in one self-contained page, with the flipped examples (`html.py`).
 
 The bootstrap is seeded (`--seed`), so a rerun gives the same intervals.
 """
@@ -25,7 +26,7 @@ from typing import Any, Callable
 from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.eval import deception as dm
 from w2s_jax.eval import findings as fd
-from w2s_jax.eval import measures, plots
+from w2s_jax.eval import html, measures, plots
 from w2s_jax.eval.results_file import ReportError, load_results, read_pairs
 
 __all__ = ["ReportError", "build_report", "compute_metrics", "load_results", "main"]
@@ -239,6 +240,7 @@ def build_report(workdir: str | os.PathLike, resamples: int = RESAMPLES, seed: i
                        ("regions", plots.regions_plot)):
         draw(ready["pairs"], _save, workdir / "plots" / f"{name}.png")
     _write_atomic(workdir / "report.md", lambda f: f.write(markdown))
+    html.write_report_html(workdir, results, ready, markdown)
     write_json_atomic(path, {**results, "metrics": ready})
     return ready
 
