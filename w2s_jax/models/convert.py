@@ -24,7 +24,7 @@ import numpy as np
 import transformers
 from jax.sharding import Mesh
 
-from w2s_jax.models import packaged, registry, sharding
+from w2s_jax.models import packaged, registry, seqcls, sharding
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.files import ModelFileError, TensorSource, one_line_cause, load_hf_config
 from w2s_jax.models.heads import Transformer, torch_linear_init
@@ -166,7 +166,8 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
     used = {get_tensor.resolve(n, a) for n, a in expected_hf_names(fam.WEIGHT_RULES, cfg)}
     dropped = _dropped_layer_names(get_tensor.file_of, cfg.num_layers, full_layers)
     unused = [k for k in get_tensor.file_of if k not in used and not k.endswith(IGNORED_SUFFIXES)
-              and not (cfg.tie_embeddings and k == "lm_head.weight") and k not in dropped]
+              and not (cfg.tie_embeddings and k == "lm_head.weight") and k not in dropped
+              and not (reward_head and k == seqcls.SCORE_KEY)]
     if unused:
         warnings.warn(f"{get_tensor.directory}: {len(unused)} checkpoint tensor(s) not used: {unused[:8]}")
     if reward_head:
@@ -181,6 +182,8 @@ def _load_params(get_tensor: TensorSource, cfg: ModelConfig, mesh: Mesh | None, 
             if kernel.shape != (cfg.output_dim, 1):
                 raise ModelFileError(f"{reward_head_file}: reward head of shape {kernel.shape[::-1]}, expected "
                                  f"{(1, cfg.output_dim)}")
+        elif seqcls.SCORE_KEY in get_tensor.file_of:  # a transformers / TRL sequence-classification checkpoint
+            kernel = seqcls.score_kernel(get_tensor, cfg)
         else:
             kernel = np.asarray(torch_linear_init(jax.random.PRNGKey(seed), (cfg.output_dim, 1), jnp.float32))
         params["reward_head"] = {"kernel": sharding.place(np.asarray(kernel, dtype=dtype), head_sharding)}
@@ -214,6 +217,9 @@ def from_pretrained(name_or_dir: str, *, mesh: Mesh | None = None, reward_head: 
         provenance["truncation"] = {"num_layers": cfg.num_layers, "of": full.num_layers,
                                     "kept": f"layers 0..{cfg.num_layers - 1}, embeddings, final norm and LM head"}
     source = TensorSource(directory, registry.family(cfg.family).HF_PREFIXES)
+    if seqcls.is_sequence_classifier(hf_config):  # its LM head is absent: zeros (a reward model never reads it)
+        source = seqcls.WithoutLMHead(source, cfg)
+        provenance["lm_head"] = "absent (sequence-classification checkpoint): zeros"
     try:
         params = _load_params(source, cfg, mesh, reward_head, seed, directory / REWARD_HEAD_FILE, full.num_layers)
     finally:
@@ -242,6 +248,30 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def write_safetensors(directory: Path, tensors: dict[str, np.ndarray], max_shard_bytes: int = 5 * 2**30) -> None:
+    """`model.safetensors`, or shards with `model.safetensors.index.json` above `max_shard_bytes`, atomically."""
+    from safetensors.numpy import save_file
+
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, array in tensors.items():
+        if size and size + array.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = np.ascontiguousarray(array)
+        size += array.nbytes
+    if len(shards) == 1:
+        _atomic_write(directory / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))
+        return
+    weight_map = {}
+    for n, shard in enumerate(shards, 1):
+        fname = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+        _atomic_write(directory / fname, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+        weight_map.update({k: fname for k in shard})
+    index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
+    _atomic_write(directory / "model.safetensors.index.json", lambda p: Path(p).write_text(json.dumps(index, indent=2)))
+
+
 def save_pretrained(directory: str | os.PathLike, cfg: ModelConfig, params: dict, tokenizer=None,
                     max_shard_bytes: int = 5 * 2**30) -> Path:
     """Write `config.json` + safetensors (sharded with an index above `max_shard_bytes`) that
@@ -253,26 +283,8 @@ def save_pretrained(directory: str | os.PathLike, cfg: ModelConfig, params: dict
     directory.mkdir(parents=True, exist_ok=True)
     fam = registry.family(cfg.family)
     backbone = jax.tree.map(_host, params["backbone"])
-    tensors = dict(params_to_hf(backbone, fam.WEIGHT_RULES, cfg, prefix=fam.HF_PREFIXES[0]))
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, array in tensors.items():
-        if size and size + array.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = np.ascontiguousarray(array)
-        size += array.nbytes
-    if len(shards) == 1:
-        _atomic_write(directory / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))
-    else:
-        weight_map = {}
-        for n, shard in enumerate(shards, 1):
-            fname = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
-            _atomic_write(directory / fname, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
-            weight_map.update({k: fname for k in shard})
-        index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
-        _atomic_write(directory / "model.safetensors.index.json",
-                      lambda p: Path(p).write_text(json.dumps(index, indent=2)))
+    write_safetensors(directory, dict(params_to_hf(backbone, fam.WEIGHT_RULES, cfg, prefix=fam.HF_PREFIXES[0])),
+                      max_shard_bytes)
     if "reward_head" in params:
         weight = _host(params["reward_head"]["kernel"]).T.copy()
         _atomic_write(directory / REWARD_HEAD_FILE, lambda p: save_file({REWARD_HEAD_KEY: weight}, p))
