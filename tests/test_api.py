@@ -1,0 +1,138 @@
+"""Trained models out of a work directory: the Python API (`w2s_jax.api`) and `python -m w2s_jax.export`.
+
+Two tiny runs (a reward-model run and a DPO run on the demo world, random-init models with trained BPE
+tokenizers). The references are independent of the loader: the margins the run itself wrote to results.json,
+and `transformers` (PyTorch) models loaded from the exported directories.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from w2s_jax import export
+from w2s_jax.api import LoadError, load_trained
+from w2s_jax.config_check import validate
+from w2s_jax.configs import load_config_file
+from w2s_jax.data.loading import load_splits
+from w2s_jax.data.tokenize import tokenize_prompt_response, tokenize_texts, tokenizer_fingerprint
+from w2s_jax.experiments import EXPERIMENTS
+from w2s_jax.models.tokenizer_store import save_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(name: str):
+    c = load_config_file(str(ROOT / f"configs/{name}.py:demo"))
+    c.data.n_gt = c.data.n_weak = c.data.n_test = 48
+    c.data.n_conflict = 16
+    c.data.max_len, c.data.bucket_multiple = 64, 64
+    for which, width in (("weak", 16), ("strong", 32)):
+        c[which].tokenizer = "bpe:300"
+        c[which].arch.update(hidden_size=width, num_layers=1, num_heads=2)
+    c.train.update(batch_size=16, eval_batch_size=48, save_every=0)
+    c.students = "no_conflict"
+    c.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})
+    return c
+
+
+def run(c, workdir):
+    experiment = EXPERIMENTS[c.experiment](c, workdir, validate(c, n_devices=1))
+    results = experiment.run()
+    for tok in experiment.tokenizers.values():  # the call the experiment makes once its tokenizers are loaded
+        save_tokenizer(workdir, tok, tokenizer_fingerprint(tok))
+    return results, load_splits(c.data).test
+
+
+def margins(results, role, seed=0):
+    run_ = next(r for r in results["runs"] if r["seed"] == seed)
+    logits = np.asarray(next(m for m in run_["models"] if m["role"] == role)["test_logits"])
+    return np.where(np.asarray(run_["test_labels"]) == 1, 1.0, -1.0) * logits
+
+
+@pytest.fixture(scope="module")
+def rm_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("rm")
+    results, test = run(small("rm_helpful"), workdir)
+    return workdir, results, test
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dpo")
+    c = small("dpo_helpful")
+    c.po.update(sft_epochs=1, epochs=1)
+    results, test = run(c, workdir)
+    return workdir, results, test
+
+
+@pytest.mark.parametrize("role", ["strong_ceiling", "student_no_conflict"])
+def test_loaded_reward_model_scores_what_the_run_wrote(rm_run, role):
+    workdir, results, test = rm_run
+    rm = load_trained(workdir, role, seed=0)
+    assert rm.kind == "reward_model"
+    chosen, rejected = [p.chosen for p in test], [p.rejected for p in test]
+    expected = margins(results, role)
+    np.testing.assert_allclose(rm.score_pairs(chosen, rejected), expected, atol=1e-4, rtol=0)
+    # single texts through another path (plain jit, padded batches)
+    np.testing.assert_allclose(rm.rewards(chosen) - rm.rewards(rejected), expected, atol=1e-4, rtol=0)
+    assert np.std(expected) > 1e-3
+
+
+def test_bad_requests_say_what_is_there(rm_run, tmp_path):
+    workdir, _, _ = rm_run
+    with pytest.raises(LoadError, match="roles: .*student_no_conflict"):
+        load_trained(workdir, "student_implicit")
+    with pytest.raises(LoadError, match=r"no seed 7; seeds: \[0\]"):
+        load_trained(workdir, "strong_ceiling", seed=7)
+    assert export.main(["--workdir", str(workdir), "--role", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_exported_reward_model_in_transformers_scores_like_the_run(rm_run, tmp_path):
+    workdir, results, test = rm_run
+    out = tmp_path / "rm"
+    assert export.main(["--workdir", str(workdir), "--role", "student_no_conflict", "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    fingerprint = next(m for m in results["runs"][0]["models"] if m["role"] == "student_no_conflict")["fingerprint"]
+    assert fingerprint in card and "reward_model" in card and "test accuracy" in card
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert tok.pad_token_id == model.config.pad_token_id is not None
+
+    def scores(texts):
+        ids = tokenize_texts(texts, tok, 64)  # the run's left truncation
+        width = max(map(len, ids))
+        arr = np.full((len(ids), width), tok.pad_token_id)
+        mask = np.zeros_like(arr)
+        for k, x in enumerate(ids):
+            arr[k, :len(x)], mask[k, :len(x)] = x, 1
+        with torch.no_grad():
+            return model(input_ids=torch.tensor(arr), attention_mask=torch.tensor(mask)).logits[:, 0].numpy()
+
+    got = scores([p.chosen for p in test]) - scores([p.rejected for p in test])
+    np.testing.assert_allclose(got, margins(results, "student_no_conflict"), atol=1e-4, rtol=0)
+
+
+def test_dpo_policy_loads_scores_and_exports_as_a_causal_lm(dpo_run, tmp_path):
+    workdir, results, test = dpo_run
+    policy = load_trained(workdir, "student_no_conflict")
+    assert policy.kind == "policy" and policy.spec["stage"] == "dpo"
+    chosen, rejected = [p.chosen for p in test], [p.rejected for p in test]
+    np.testing.assert_allclose(policy.score_pairs(chosen, rejected), margins(results, "student_no_conflict"),
+                               atol=1e-3, rtol=1e-5)
+    out = tmp_path / "policy"
+    assert export.main(["--workdir", str(workdir), "--role", "student_no_conflict", "--out", str(out)]) == 0
+    assert json.loads((out / "w2s_export.json").read_text())["kind"] == "policy"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    ids, masks = tokenize_prompt_response(chosen[:8], tok, 64)
+    expected = []
+    for x, m in zip(ids, masks):
+        with torch.no_grad():
+            logits = hf(input_ids=torch.tensor(x[None], dtype=torch.long)).logits[0].double()
+        lp = torch.log_softmax(logits, -1)[:-1].gather(-1, torch.tensor(x[1:, None], dtype=torch.long))[:, 0]
+        expected.append(float((lp.numpy() * m[1:]).sum()))
+    np.testing.assert_allclose(policy.logps(chosen[:8])[0], expected, atol=2e-3, rtol=1e-5)
