@@ -23,14 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm.auto import tqdm
-
 from w2s_jax import distributed
 from w2s_jax.data.batches import PairDataset, eval_batches, num_eval_batches, pack_row_len
 from w2s_jax.data.packing import packed_microbatches
 from w2s_jax.models.forwards import pair_logps, pair_rewards
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import activation_sharding, batch_sharding
+from w2s_jax.progress import progress
 
 EVAL_MODES = ("pmap", "sharded")
 REWARD_KEYS = ("ids_a", "mask_a", "ids_b", "mask_b")
@@ -101,8 +100,8 @@ def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str
                                    row_multiple=row_multiple, extra_keys=("valid",), token_level=token_level)
 
     out = None
-    for batch in tqdm(eval_batches(dataset, batch_size, buckets=buckets), total=num_eval_batches(len(dataset),
-                      batch_size), desc=desc, leave=False, disable=not distributed.is_primary()):
+    for batch in progress(eval_batches(dataset, batch_size, buckets=buckets), total=num_eval_batches(len(dataset),
+                          batch_size), desc=desc, unit="batch", leave=False, disable=not distributed.is_primary()):
         scores = np.asarray(run(split(batch)), np.float32)
         if out is None:
             out = np.full((*scores.shape[:-1], len(dataset)), np.nan, np.float32)

@@ -16,11 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
-
 from w2s_jax import distributed, faults
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, pack_row_len, train_batches
 from w2s_jax.data.packing import Packing
+from w2s_jax.progress import progress
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
 from w2s_jax.train.optim import make_optimizer, make_schedule
@@ -147,7 +146,8 @@ class Trainer:
         shapes: dict[tuple, None] = {}
         batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=self.buckets,
                                 start_step=start)
-        bar = tqdm(batches, total=nsteps - start, desc=desc, leave=False, disable=not distributed.is_primary())
+        bar = progress(batches, total=nsteps - start, desc=desc, unit="step", leave=False,
+                       disable=not distributed.is_primary())  # a bar on a terminal, a line every few s in a log
         for k, batch in enumerate(bar, start=start):
             micro = self.place(prepare(batch, spec.n_micro))
             shapes[tuple(sorted((name, tuple(v.shape)) for name, v in micro.items()))] = None
@@ -156,6 +156,7 @@ class Trainer:
             self._check_finite(metrics, k, store, desc)
             metrics.update(step=k + 1, lr=float(schedule(k)))
             history.append(metrics)
+            bar.set_postfix(loss=metrics["loss"], refresh=False)
             if self.log_fn is not None:
                 self.log_fn(desc, metrics)
             faults.point("after_step", k + 1, f"{desc}:{k + 1}")

@@ -1,0 +1,53 @@
+"""Progress suits where it goes: plain periodic lines when the output is a pipe or a file, a bar on a terminal."""
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny_rm_config import HELPFUL, HH
+from w2s_jax.progress import Lines
+
+ROOT = Path(__file__).resolve().parents[1]
+LINE = re.compile(r"^(?P<desc>\S[^:]*): (step|batch) (?P<n>\d+)/(?P<total>\d+) \(\d+%\) (loss=\S+ )?\| [\d.e+]+ "
+                  r"(step|batch)/s \| \d+:\d\d elapsed, ~\d+:\d\d left$")
+DONE = re.compile(r"^(?P<desc>\S[^:]*): done (?P<n>\d+)/(?P<total>\d+) (step|batch) in \d+:\d\d \([\d.e+]+ "
+                  r"(step|batch)/s\)( loss=\S+)?$")
+
+
+def test_lines_every_interval_with_rate_and_remaining_time():
+    out = io.StringIO()
+    bar = Lines(range(6), desc="m", unit="step", interval=0.05, stream=out)
+    for k in bar:
+        bar.set_postfix(loss=1.0 / (k + 1))
+        time.sleep(0.03)
+    lines = out.getvalue().splitlines()
+    # 6 steps of 30 ms with a line at most every 50 ms: 1 to 3 running lines, then exactly one "done" line
+    assert 1 <= len(lines) - 1 <= 3, lines
+    assert all(LINE.match(x) for x in lines[:-1]), lines
+    assert DONE.match(lines[-1]) and lines[-1].startswith("m: done 6/6 step") and "loss=0.1667" in lines[-1]
+
+
+@pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()), reason=f"shared HH data not found at {HH}")
+def test_a_run_logged_to_a_pipe_has_no_carriage_returns_and_few_lines(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "W2S_PROGRESS_SECONDS": "0.5"}
+    env.pop("W2S_PROGRESS", None)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=tests/tiny_rm_config.py",
+                           f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    print(f"\n{len(log)} bytes of log in {wall:.0f} s")
+    assert "\r" not in log
+    progress = [x for x in log.splitlines() if LINE.match(x) or DONE.match(x)]
+    done = [x for x in progress if DONE.match(x)]
+    # one "done" line per stage: 3 trained models and their 3 D_test scorings (+ the weak labels)
+    trained = {DONE.match(x)["desc"] for x in done if " step in " in x}
+    assert trained == {"weak_ceiling", "strong_ceiling", "student_no_conflict"}
+    assert len(progress) <= wall / 0.5 + 2 * len(done), progress  # at most one line per interval, plus the ends
