@@ -7,7 +7,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["w2s_jax", "w2s_jax.*"]),
+    # configs/*.py install as w2s_jax/configs_files/ (w2s_jax.config_files.configs_dir() finds them)
+    packages=find_packages(include=["w2s_jax", "w2s_jax.*"]) + ["w2s_jax.configs_files"],
+    package_dir={"w2s_jax.configs_files": "configs"},
+    package_data={"w2s_jax.configs_files": ["*.py"]},
     install_requires=[
         "jax>=0.7,<0.12",
         "flax>=0.11,<0.14",
