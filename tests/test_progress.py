@@ -32,6 +32,22 @@ def test_lines_every_interval_with_rate_and_remaining_time():
     assert DONE.match(lines[-1]) and lines[-1].startswith("m: done 6/6 step") and "loss=0.1667" in lines[-1]
 
 
+def test_a_stage_stopped_by_an_error_writes_no_done_line():
+    out = io.StringIO()
+    bar = Lines(range(5), desc="m", unit="step", interval=1e9, stream=out)
+    try:
+        for k in bar:
+            if k == 2:
+                raise FloatingPointError("loss is nan")
+    except FloatingPointError:
+        pass
+    del bar
+    import gc
+
+    gc.collect()
+    assert out.getvalue() == ""
+
+
 @pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()), reason=f"shared HH data not found at {HH}")
 def test_a_run_logged_to_a_pipe_has_no_carriage_returns_and_few_lines(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "W2S_PROGRESS_SECONDS": "0.5"}

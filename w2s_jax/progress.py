@@ -39,18 +39,18 @@ class Lines:
         self.start = self.last = time.monotonic()
 
     def __iter__(self):
-        try:
-            for item in self.iterable:
-                yield item
-                self.update(1)
-        finally:
-            self.close()
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()  # only a stage that ran to its end says "done" (an error stays the log's last line)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        self.closed = True
 
     def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
         items = {**(ordered_dict or {}), **kwargs}
