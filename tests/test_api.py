@@ -136,3 +136,20 @@ def test_dpo_policy_loads_scores_and_exports_as_a_causal_lm(dpo_run, tmp_path):
         lp = torch.log_softmax(logits, -1)[:-1].gather(-1, torch.tensor(x[1:, None], dtype=torch.long))[:, 0]
         expected.append(float((lp.numpy() * m[1:]).sum()))
     np.testing.assert_allclose(policy.logps(chosen[:8])[0], expected, atol=2e-3, rtol=1e-5)
+
+
+def test_find_entry_in_a_sweep_uses_the_pair_directory():
+    from w2s_jax.api import find_entry
+
+    entry = lambda role: {"role": role, "checkpoint": f"../../models/{role}-0123"}  # noqa: E731
+    results = {"schema_version": 2, "pairs": [
+        {"name": "a->b", "workdir": "pairs/a__b", "runs": [{"seed": 0, "models": [entry("weak_ceiling")]}]},
+        {"name": "b->c", "workdir": "pairs/b__c", "runs": [{"seed": 0, "models": [entry("strong_ceiling")]},
+                                                          {"seed": 4, "models": [entry("strong_ceiling")]}]}]}
+    with pytest.raises(LoadError, match=r"a sweep of 2 pairs \['a->b', 'b->c'\]"):
+        find_entry(results, "weak_ceiling", None, None, Path("r.json"))
+    found, seed, base = find_entry(results, "strong_ceiling", 4, "b->c", Path("r.json"))
+    assert (found["role"], seed, base) == ("strong_ceiling", 4, "pairs/b__c")
+    assert Path("w", base, found["checkpoint"]).resolve() == Path("w/models/strong_ceiling-0123").resolve()
+    with pytest.raises(LoadError, match=r"no pair 'x->y'"):
+        find_entry(results, "strong_ceiling", None, "x->y", Path("r.json"))

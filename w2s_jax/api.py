@@ -133,8 +133,9 @@ class TrainedModel:
             raise ValueError(f"{what}: {self.role} is a {self.kind} (stage {self.spec['stage']}), not a {kind}")
 
 
-def find_entry(results: dict, role: str, seed: int | None, pair: str | None, path: Path) -> tuple[dict, int]:
-    """(results.json entry of `role`, its seed); LoadError names what the file holds."""
+def find_entry(results: dict, role: str, seed: int | None, pair: str | None, path: Path) -> tuple[dict, int, str]:
+    """(results.json entry of `role`, its seed, the directory its `checkpoint` is relative to, relative to the
+    work directory: a sweep pair's `workdir`); LoadError names what the file holds."""
     holders = results.get("pairs") or [results]
     if results.get("pairs"):
         names = [p.get("name") for p in holders]
@@ -156,7 +157,7 @@ def find_entry(results: dict, role: str, seed: int | None, pair: str | None, pat
     roles = [m.get("role") for m in run.get("models") or []]
     if role not in roles:
         raise LoadError(f"{path}: seed {run.get('seed')} has no role {role!r}; roles: {roles}")
-    return run["models"][roles.index(role)], int(run.get("seed", 0))
+    return run["models"][roles.index(role)], int(run.get("seed", 0)), str(holder.get("workdir") or ".")
 
 
 def _tokenizer(spec: dict, root: Path, trust_remote_code: bool):
@@ -188,8 +189,8 @@ def load_trained(workdir: str | os.PathLike, role: str, seed: int | None = None,
         results = load_results(path)
     except ValueError as e:
         raise LoadError(str(e)) from None
-    entry, seed = find_entry(results, role, seed, pair, path)
-    directory = (workdir / entry["checkpoint"]).resolve()
+    entry, seed, base = find_entry(results, role, seed, pair, path)
+    directory = (workdir / base / entry["checkpoint"]).resolve()
     try:
         meta = json.loads((directory / "model.json").read_text())
     except (OSError, ValueError) as e:
