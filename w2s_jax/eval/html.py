@@ -139,7 +139,8 @@ def flip_rows(results: dict, metrics: dict, predictions: list[dict] | None) -> l
 def _text_cell(text: str | None) -> str:
     if text is None:
         return '<td class="t">(no predictions.jsonl)</td>'
-    short = text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + " …"
+    shown = text.strip()  # HH dialogues open with blank lines
+    short = shown if len(shown) <= TEXT_CHARS else shown[:TEXT_CHARS] + " …"
     return f'<td class="t" title="{html.escape(text, quote=True)}">{html.escape(short)}</td>'
 
 
