@@ -8,7 +8,8 @@ The tokenizer the model was trained with goes beside it (a BPE vocabulary traine
 tokenizer without a pad token gets its EOS as one, so batches pad the way the classifier reads them). README.md
 is a model card: the experiment, role, seed, base model, data, labels, hyper-parameters, test accuracy, the
 run's findings and the fingerprint. Bad input (no such role, seed or work directory; an output directory that is
-not empty) stops with one line and exit status 2; nothing is written then, and the output directory appears only once complete.
+not empty) stops with one line and exit status 2; nothing is written then, and the output directory appears
+only once complete.
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ def model_card(trained, out_kind: str) -> str:
     data = cfg.get("data", {})
     source = data.get("source", "files")
     where = data.get("dir") if source not in ("demo", "hub") else source
+    as_what = ("`AutoModelForSequenceClassification` (num_labels=1, `score` head)" if out_kind == "reward_model"
+               else "`AutoModelForCausalLM`")
     lines = [f"# {trained.role} (seed {trained.seed}) from a w2s_jax {trained.experiment} run", "",
-             f"Exported by `python -m w2s_jax.export` from `{trained.workdir}` as "
-             f"{'`AutoModelForSequenceClassification` (num_labels=1, `score` head)' if out_kind == 'reward_model' else '`AutoModelForCausalLM`'}.",
+             f"Exported by `python -m w2s_jax.export` from `{trained.workdir}` as {as_what}.",
              "", "| field | value |", "|---|---|"]
     model = spec["model"]
     rows = [("experiment", trained.experiment), ("role", trained.role), ("seed", trained.seed),

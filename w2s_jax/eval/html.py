@@ -6,7 +6,8 @@ or the matched one: `metrics.pairs[].settings.<name>.baseline`): the baseline ri
 per knowledge region, with the prompt, both answers, the ground truth (the chosen answer) and every model's
 margin for it. The texts come from predictions.jsonl when it is there (`predictions.py`); without it the rows
 show the example ids alone. The flip table sorts by a click on a column head and filters by region, setting and
-free text; a URL fragment sets the filters when the page opens (`report.html#region=S_k%26W_uk&setting=implicit&q=bleach`).
+free text; a URL fragment sets the filters when the page opens
+(`report.html#region=S_k%26W_uk&setting=implicit&q=bleach`).
 """
 from __future__ import annotations
 
