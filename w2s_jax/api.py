@@ -15,7 +15,8 @@ and response at the last "\\n\\nAssistant:").
 
 The model is found through results.json (`runs[].models[].checkpoint`; a sweep's pair by `pair=`), rebuilt from
 its `model.json` spec (the base model, or the random-init architecture) and restored from its final checkpoint,
-whose checksum is checked. The tokenizer is the one kept in `<store>/tokenizers/<fingerprint>/`
+whose checksum is checked; a pretrained base model must still be reachable (its directory or the hub cache), since
+its config gives the architecture. The tokenizer is the one kept in `<store>/tokenizers/<fingerprint>/`
 (`models/tokenizer_store.py`), else the model spec's own (a Hugging Face tokenizer by name or directory).
 """
 from __future__ import annotations
