@@ -12,17 +12,17 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from w2s_jax import distributed, faults
-from w2s_jax.atomic import write_json_atomic
+from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import bucket_lengths
-from w2s_jax.data.loading import load_splits, load_tokenizer
+from w2s_jax.data.loading import hash_arrays, load_splits, load_tokenizer
 from w2s_jax.experiments.pretrain import DEMO_WORLD, demo_world_bases
 from w2s_jax.experiments.spec import TrainedModelSpec
 from w2s_jax.models.convert import resolve_source
@@ -71,7 +71,8 @@ class Experiment:
         packed = bool(config.train.packing)
         self.trainer = Trainer(mesh, self.buckets, layout="packed" if packed else "padded",
                                pack_len=config.train.pack_len if packed else None, log_fn=self.metrics.write)
-        self.run_log: dict[str, Any] = {"runs": [], "scored": {}}
+        self.run_log: dict[str, Any] = {"runs": [], "test_scoring_calls": 0}
+        self._test_scored: dict[str, bool] = {}
         self.bases: dict[str, dict] = {}  # model key -> its pretrained demo-world base (record + directory)
         self.seed_log: dict[str, Any] = {}
         self.seed = self.seeds[0]  # the seed being run
@@ -194,8 +195,27 @@ class Experiment:
         finally:
             store.close()
 
+    def score_test(self, role: str, store: ModelStore, dataset, score: Callable[[], np.ndarray]) -> np.ndarray:
+        """`score()` of a trained model on a test set, computed once per (model fingerprint, test set) and kept in
+        `<store_root>/scores/`: a role whose model is another role's (the same fingerprint: a weak ceiling equal to
+        the strong one, a sweep's shared ceilings, a rerun) reads it back instead of scoring again."""
+        sides = [getattr(dataset, k) for k in ("ids_a", "ids_b", "loss_mask_a", "loss_mask_b")]
+        key = hash_arrays(*[list(x) for x in sides if x is not None])[:16]
+        path = self.store_root / "scores" / f"{store.fingerprint[:32]}-{key}.npy"
+        if distributed.agree(path.is_file()):
+            self._test_scored[role] = False
+            return np.load(path, allow_pickle=False)
+        scores = np.asarray(score())
+        self.run_log["test_scoring_calls"] += 1
+        self._test_scored[role] = True
+        if distributed.is_primary():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, lambda f: np.save(f, scores, allow_pickle=False), mode="wb")
+        return scores
+
     def record(self, role: str, store: ModelStore, result: TrainResult, started: float) -> None:
         self.seed_log[role] = {"reused": result.reused, "steps_run": result.steps_run,
+                               "test_scored": self._test_scored.pop(role, None),
                                "train_step_compiles": len(result.compiled_shapes),
                                "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
         faults.point("after_model", role)

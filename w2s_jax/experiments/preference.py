@@ -92,7 +92,8 @@ class PreferenceExperiment(Experiment):
             pairs = PairDataset(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b,
                                 {**pairs.extras, "ref_c": refs[0], "ref_r": refs[1]})
         store, result = self.fit(role, spec, objective, model.model, sft_result.params, pairs, store)
-        test_scores = self._score(model, result.params, self.test[which], f"{self.desc(role)}: D_test")
+        test_scores = self.score_test(role, store, self.test[which], lambda: self._score(
+            model, result.params, self.test[which], f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)
         metric = self.metric(test_scores)
         return {**self.model_entry(role, which, store, metric >= 0, metric, result.params,

@@ -78,7 +78,8 @@ class RewardModelExperiment(Experiment):
         started = time.time()
         store, result = self.fit(role, spec, objective, model.model, model.params, dataset)
         test = self.test[which]
-        z = self._score(model.model, result.params, test, f"{self.desc(role)}: D_test")
+        z = self.score_test(role, store, test,
+                            lambda: self._score(model.model, result.params, test, f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)
         correct = (z >= 0) == (test.extras["gt"] == 1)
         return {**self.model_entry(role, which, store, correct, z, result.params, model.provenance), "model": model,
