@@ -148,6 +148,8 @@ class Experiment:
             key = spec.tokenizer or spec.name
             if key not in by_name:
                 by_name[key] = load_tokenizer(spec, corpus, c.model.trust_remote_code)
+                if which in self.bases:  # named by what made it, not where it lies: fingerprints move with a copy
+                    by_name[key].name_or_path = f"{DEMO_WORLD}:{self.bases[which]['fingerprint']}"
             out[which] = by_name[key]
         self.check_models(out)
         return out
@@ -227,8 +229,10 @@ class Experiment:
                                                                                         f"random:{spec.name}")
         provenance = dict(provenance or {})
         if which in self.bases:
-            provenance["pretraining"] = {k: self.bases[which][k] for k in ("fingerprint", "directory", "arch", "spec",
-                                                                          "steps", "final_loss", "n_texts")}
+            base = self.bases[which]
+            provenance["pretraining"] = {**{k: base[k] for k in ("fingerprint", "arch", "spec", "steps", "final_loss",
+                                                                 "n_texts")},
+                                         "directory": os.path.relpath(base["directory"], self.workdir)}
         return {"role": role, "model_id": model_id, "provenance": provenance,
                 "n_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
                 "fingerprint": store.fingerprint, "checkpoint": os.path.relpath(store.directory, self.workdir),
