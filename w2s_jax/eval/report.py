@@ -198,7 +198,7 @@ def _pair_section(p: dict) -> list[str]:
 
 def _provenance_lines(results: dict) -> list[str]:
     """One line per base model that was pretrained, dequantised or truncated (results.json's `provenance`)."""
-    first = lambda r: (r.get("runs") or [{"models": r.get("models", [])}])[0]  # noqa: E731 (schema 1: models)
+    first = lambda r: (r.get("runs") or [{"models": r.get("models", [])}])[0]  # noqa: E731 (schema 1)
     firsts = [first(p) for p in results.get("pairs", [])] or [first(results)]
     seen: dict[str, dict] = {}
     for m in (m for run in firsts for m in run["models"] if m.get("provenance")):

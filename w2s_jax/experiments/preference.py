@@ -76,7 +76,8 @@ class PreferenceExperiment(Experiment):
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
                             trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
         sft = SFT(chunk_size=chunk)
-        sft_spec = spec_from_config(c, which, self.fingerprint_model(which), stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
+        base = self.fingerprint_model(which)
+        sft_spec = spec_from_config(c, which, base, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
                                     **common)
         _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
                                  SequenceDataset(pairs.ids_a, pairs.loss_mask_a))
@@ -84,8 +85,8 @@ class PreferenceExperiment(Experiment):
         if self.algorithm == "simpo":
             hparams["gamma"] = po.gamma
         objective = POLICY_OBJECTIVES[self.algorithm](**hparams)
-        spec = spec_from_config(c, which, self.fingerprint_model(which), stage=objective.name, objective=objective.hparams(), epochs=po.epochs,
-                                parent=sft_spec.fingerprint, **common)
+        spec = spec_from_config(c, which, base, stage=objective.name, objective=objective.hparams(),
+                                epochs=po.epochs, parent=sft_spec.fingerprint, **common)
         store = self.store(role, spec)
         if self.algorithm == "dpo":
             refs = self._reference_logps(store, model, sft_result.params, pairs)

@@ -86,5 +86,5 @@ def spec_from_config(config, which: str, model: dict | None = None, **fields) ->
     pretrained base's fingerprint), dtypes, max_len and batch size; `fields` the rest (tokenizer, data, n_train,
     labels, stage, objective, lr, epochs, schedule, seed, parent)."""
     model = config[which].to_dict() if model is None else model
-    return TrainedModelSpec(model=model, param_dtype=config.model.param_dtype, dtype=config.model.dtype, max_len=config.data.max_len,
-                            batch_size=config.train.batch_size, **fields)
+    return TrainedModelSpec(model=model, param_dtype=config.model.param_dtype, dtype=config.model.dtype,
+                            max_len=config.data.max_len, batch_size=config.train.batch_size, **fields)
