@@ -25,6 +25,7 @@ def small(config_name: str, students: str, pretrained: bool = False):
     c.data.n_conflict = 16
     c.data.max_len, c.data.bucket_multiple = 64, 64
     c.pretrain.update({"vocab_size": 300, "max_len": 64, "epochs": 1, "batch_size": 64})
+    c.po.sft_epochs, c.po.epochs = 1, 1
     for which, width in (("weak", 16), ("strong", 32), ("intermediate", 24)):
         if not pretrained:
             c[which].init, c[which].tokenizer = "random", "bpe:300"

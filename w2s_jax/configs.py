@@ -127,7 +127,10 @@ def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
     if preset == "demo":
         demo(c)
         c.po.lr = 1e-3
-        c.po.epochs = 1
+        # measured on the ceilings only (seed 0, DPO): 1 SFT + 1 DPO epoch (18 steps) left weak 0.53 / strong 0.57
+        # (both prefer the short refusal on most requests); 2 + 8 epochs gave 0.59 / 0.71
+        c.po.sft_epochs = 2
+        c.po.epochs = 8
         c.data.n_gt = c.data.n_weak = c.data.n_test = 300  # the demo world at a third of the reward-model size
         c.data.n_conflict = 100
     return c
