@@ -1,7 +1,9 @@
 """Wall time and figures of the offline demo, run the way a newcomer runs it.
 
 Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo --workdir=<fresh dir>` in a subprocess (so start-up,
-tokenizer training and every compile count), then reads its results.json and reports every model's D_test accuracy,
+pretraining the demo world's bases, tokenizer training and every compile count; every seed of the preset), then
+reads its results.json, run_log.json and report.md: the findings block (the report's verdicts), the time of each
+base's pretraining and of each model per seed, every model's D_test accuracy per seed,
 the strong-weak gap, each model's accuracy per tier of the demo world, and the error of every student in the four
 knowledge regions (W_k / W_uk: the weak ceiling right / wrong; S_k / S_uk: the strong ceiling right / wrong).
 Prints a summary and writes it to `benchmarks/results/demo_time-<hostname>-<date>.json`.
@@ -67,10 +69,18 @@ def tier_accuracy(results: dict, tiers: list[tuple[str, bool]]) -> dict:
     return out
 
 
+def findings(report_md: str) -> str:
+    """The report's findings block (its verdicts), without the heading."""
+    block = report_md.split("## Findings", 1)[-1].split("\n## ", 1)[0]
+    return block.strip()
+
+
 def summarize(results: dict) -> dict:
     models = results["runs"][0]["models"]  # the first seed's
     acc = {m["role"]: round(m["test_accuracy"], 4) for m in models}
-    summary = {"test_accuracy": acc, "n_test": results["n_test"]}
+    summary = {"test_accuracy": acc, "n_test": results["n_test"], "seeds": results["seeds"],
+               "test_accuracy_per_seed": {str(r["seed"]): {m["role"]: round(m["test_accuracy"], 4)
+                                                           for m in r["models"]} for r in results["runs"]}}
     if "weak_ceiling" in acc and "strong_ceiling" in acc:
         summary["strong_minus_weak_points"] = round(100 * (acc["strong_ceiling"] - acc["weak_ceiling"]), 2)
         summary["regions"] = region_errors(models)
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = args.workdir or tempfile.mkdtemp(prefix="w2s-demo-")
     cmd = [sys.executable, "-m", "w2s_jax.main", f"--config={args.config}", f"--workdir={workdir}", *args.overrides]
     env = {**os.environ, "TQDM_DISABLE": "1"}
+    load_before = list(os.getloadavg())
     started = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.time() - started
@@ -103,17 +114,28 @@ def main(argv: list[str] | None = None) -> dict:
     now = datetime.datetime.now()
     report = {
         "benchmark": "demo_time", "date": now.isoformat(timespec="seconds"), "hostname": socket.gethostname(),
-        "cpu_count": os.cpu_count(), "load_average_after": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(), "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
         "command": " ".join(["python", "-m", "w2s_jax.main", f"--config={args.config}", "--workdir=DIR",
                              *args.overrides]),
         "wall_seconds": round(wall, 1),
-        "model_seconds": {role: m["seconds"] for role, m in run_log["runs"][0]["models"].items()},
+        "pretrain_seconds": {which: b.get("seconds") for which, b in run_log.get("bases", {}).items()},
+        "model_seconds": {str(r["seed"]): {role: m["seconds"] for role, m in r["models"].items()}
+                          for r in run_log["runs"]},
         **summarize(results),
+        "findings": findings((Path(workdir) / "report.md").read_text()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"demo_time-{socket.gethostname()}-{now:%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wall {wall:.1f} s  ({report['command']})")
+    print(f"wall {wall:.1f} s  ({report['command']}); load average before {load_before[0]:.1f}, after "
+          f"{report['load_average_after'][0]:.1f} on {os.cpu_count()} cores")
+    print(f"pretraining (s): {report['pretrain_seconds']}")
+    for seed, seconds in report["model_seconds"].items():
+        print(f"seed {seed}: {sum(seconds.values()):.0f} s over {len(seconds)} models; test accuracy "
+              + "  ".join(f"{role} {a:.3f}" for role, a in report["test_accuracy_per_seed"][seed].items()))
+    print("findings:\n" + report["findings"])
+    print("first seed, per model:")
     for role, a in report["test_accuracy"].items():
         print(f"{role:>22}  {a:.4f}")
     if "regions" in report:

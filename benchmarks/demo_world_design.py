@@ -1,7 +1,7 @@
 """Evidence for the pretrained demo world (issue 16): pretrain the ladder once, run the RM demo per seed, measure.
 
 1. Pretrains every size of `DEMO_LADDER` (or the ones asked) on the world's corpus (`data/demo_corpus.py`) with
-   `train/pretrain.py`, once: a fixed pretraining seed, reused by fingerprint on the next call.
+   `experiments/pretrain.py`, once: a fixed pretraining seed, reused by fingerprint on the next call.
 2. Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo` per seed with the weak and strong models
    pointed at the pretrained directories (`--config.weak.name=DIR --config.weak.init=pretrained ...`).
 3. Prints per seed and pooled: weak and strong ceilings, the no-conflict student, PGR, the region sizes, and for the
@@ -30,7 +30,7 @@ REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k":
 
 def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float) -> dict:
     from w2s_jax.data import demo_corpus, demo_world
-    from w2s_jax.train.pretrain import PretrainSpec, pretrain
+    from w2s_jax.experiments.pretrain import PretrainSpec, pretrain
 
     corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings(seed=0))
     records = {}
@@ -84,12 +84,12 @@ def bootstrap(correct: dict[str, np.ndarray], n: int = 10_000, seed: int = 0) ->
 
 
 def load_correct(results: dict) -> dict[str, np.ndarray]:
-    return {m["role"]: np.asarray(m["test_correct"], bool) for m in results["models"]}
+    return {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][0]["models"]}
 
 
 def run_seed(workdir: Path, seed: int, pretrained: Path, weak: str, strong: str, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/rm_helpful.py:demo", f"--workdir={workdir}",
-           f"--config.seed={seed}"]
+           f"--config.seeds={seed}"]
     for which, name in (("weak", weak), ("strong", strong)):
         cmd += [f"--config.{which}.name={pretrained / name}", f"--config.{which}.init=pretrained",
                 f"--config.{which}.tokenizer={pretrained / name}"]

@@ -2,9 +2,9 @@
 
 `paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `shapes`: the same ladder as random-init
 models of those shapes with the hub's GPT-2 tokenizer (`python -m benchmarks.sweep_time --tokenizer DIR` runs it
-with a local one): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny random-init models
-(demo-xs -> demo-s / demo-m / demo-l), offline. A model several pairs need (here the weak
-ceiling) is trained once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
+with a local one): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny models, each
+pretrained on the world's corpus (demo-xs -> demo-s / demo-m / demo-l), offline. A base or a model several pairs need
+(here the weak ceiling) is built once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
 
     python -m w2s_jax.main --config=configs/rm_sweep.py:demo --workdir=runs/sweep
 """
@@ -28,7 +28,7 @@ def get_config(preset: str = "paper") -> ConfigDict:
     if preset == "demo":
         from w2s_jax.data.demo_world import ladder_specs
 
-        specs = [(s["name"], model_spec(init="random", tokenizer=c.weak.tokenizer, **s))
+        specs = [(s["name"], model_spec(init=c.weak.init, tokenizer=c.weak.tokenizer, **s))
                  for s in ladder_specs()]
     elif preset == "shapes":
         specs = [(name, model_spec(name, init="random", tokenizer="gpt2", family="gpt2", hidden_size=h,

@@ -70,6 +70,10 @@ def test_cli_rejects_a_wrong_value_type(tmp_path):
     ("students", "no_conflict,typo", "unknown student 'typo'"),
     ("conflict.alpha", -1.0, "config.conflict.alpha"),
     ("mesh.fsdp", 16, "config.mesh: mesh data=1 x fsdp=16"),
+    ("pretrain.epochs", 0, "config.pretrain.epochs: must be a positive integer"),
+    ("pretrain.lr", -1.0, "config.pretrain.lr: must be a positive finite number"),
+    ("weak.tokenizer", "bpe:320", "config.weak.tokenizer: a demo-world base brings its own tokenizer"),
+    ("strong.num_layers", 1, "config.strong.num_layers: keeps the first k layers of a pretrained model"),
 ])
 def test_validate_names_the_field(field, value, message):
     c = demo()
@@ -82,6 +86,16 @@ def test_validate_names_the_field(field, value, message):
     node[leaf] = value
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(c, n_devices=1)
+
+
+def test_a_demo_world_base_needs_the_demo_world():
+    c = demo()
+    c.data.source = "dir"
+    with pytest.raises(ConfigError, match=r"^config.weak.init: a demo-world base is pretrained on the demo world"):
+        validate(c, n_devices=1)
+    c.weak.init = c.strong.init = "random"
+    c.weak.tokenizer = c.strong.tokenizer = "bpe:320"
+    validate(c, n_devices=1)  # the same ladder from random weights reads any data
 
 
 def test_batch_must_split_over_the_mesh_rows():

@@ -131,6 +131,8 @@ def test_small_world_end_to_end(tmp_path):
     c.strong.arch.update(hidden_size=16, num_layers=1, num_heads=2)
     c.train.update(batch_size=16, epochs=1, eval_batch_size=32, save_every=0)
     c.mesh.update(data=1, fsdp=1, tensor=1)
+    c.seeds = "0"
+    c.pretrain.update(epochs=1, batch_size=64)  # tiny bases: one pass over the world's corpus
     started = time.time()
     results = experiments.run(c, tmp_path, validate(c, n_devices=1))
     models = results["runs"][0]["models"]

@@ -17,13 +17,18 @@ SHARED = ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "hh-single-turn").is_dir(), reason=f"shared HH data not at {SHARED}")
 
 
-def small(config_name: str, students: str):
+def small(config_name: str, students: str, pretrained: bool = False):
+    """The demo preset, tiny, one seed: random-init models, or tiny bases pretrained on the world (`pretrained`)."""
     c = load_config_file(str(ROOT / f"configs/{config_name}.py:demo"))
+    c.seeds = "0"
     c.data.n_gt = c.data.n_weak = c.data.n_test = 48
     c.data.n_conflict = 16
     c.data.max_len, c.data.bucket_multiple = 64, 64
+    c.pretrain.update({"vocab_size": 300, "max_len": 64, "epochs": 1, "batch_size": 64})
+    c.po.sft_epochs, c.po.epochs = 1, 1
     for which, width in (("weak", 16), ("strong", 32), ("intermediate", 24)):
-        c[which].tokenizer = "bpe:300"
+        if not pretrained:
+            c[which].init, c[which].tokenizer = "random", "bpe:300"
         c[which].arch.update(hidden_size=width, num_layers=1, num_heads=2)
     c.train.update(batch_size=16, eval_batch_size=48, save_every=0)
     c.students = students
@@ -46,7 +51,7 @@ def first_steps(workdir):
 @pytest.fixture(scope="module")
 def dpo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dpo")
-    return workdir, run(small("dpo_helpful", "no_conflict,explicit,hc_gt"), workdir)
+    return workdir, run(small("dpo_helpful", "no_conflict,explicit,hc_gt", pretrained=True), workdir)
 
 
 def test_dpo_pipeline(dpo_run):
@@ -84,8 +89,10 @@ def test_dpo_rerun_reuses_everything(dpo_run, monkeypatch):
     workdir, results = dpo_run
     before = (workdir / "results.json").read_bytes()
     monkeypatch.setattr(step_lib, "make_train_step", lambda *a, **k: pytest.fail("a train step was built"))
-    run(small("dpo_helpful", "no_conflict,explicit,hc_gt"), workdir)
+    run(small("dpo_helpful", "no_conflict,explicit,hc_gt", pretrained=True), workdir)
     assert (workdir / "results.json").read_bytes() == before
+    log = json.loads((workdir / "run_log.json").read_text())
+    assert all(b["reused"] for b in log["bases"].values()) and log["test_scoring_calls"] == 0
 
 
 def test_simpo_with_implicit_conflict_and_confidence_filter(tmp_path):

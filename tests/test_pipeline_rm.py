@@ -1,4 +1,5 @@
-"""The reward-modelling experiment end to end on real HH pairs with tiny random models."""
+"""The reward-modelling experiment end to end: the demo world with tiny pretrained bases, and real HH pairs with tiny
+random models."""
 import json
 from pathlib import Path
 
@@ -19,12 +20,22 @@ pytestmark = pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()),
                                 reason=f"shared HH data not found at {HH} (it is never copied into the repo)")
 
 
-def small_config(**mesh):
+# pretraining the tiny bases: one pass over the corpus (a few seconds each)
+TINY_PRETRAIN = {"vocab_size": 320, "max_len": 64, "epochs": 1, "batch_size": 64}
+
+
+def small_config(pretrained: bool = True, **mesh):
+    """The demo preset, tiny: bases pretrained on the world (`pretrained`), or random-init models that read any
+    data."""
     c = load_config_file(str(Path(__file__).parents[1] / "configs/rm_helpful.py:demo"))
+    c.seeds = "0"
     c.data.n_gt = c.data.n_weak = c.data.n_test = 96
     c.data.n_conflict = 32
     c.data.max_len, c.data.bucket_multiple = 64, 32
-    c.weak.tokenizer = c.strong.tokenizer = "bpe:320"
+    c.pretrain.update(TINY_PRETRAIN)
+    if not pretrained:
+        c.weak.init = c.strong.init = "random"
+        c.weak.tokenizer = c.strong.tokenizer = "bpe:320"
     c.weak.arch.update(hidden_size=16, num_layers=1, num_heads=2)
     c.strong.arch.update(hidden_size=32, num_layers=2, num_heads=2)
     c.train.update(batch_size=16, epochs=1, eval_batch_size=32, save_every=3, lr=1e-3)
@@ -78,6 +89,26 @@ def test_every_model_is_trained_and_scored(first_run):
     assert (workdir / "tensorboard" / "weak_ceiling").is_dir()
 
 
+def test_bases_are_pretrained_once_and_every_model_records_its_base(first_run):
+    workdir, results = first_run
+    log = json.loads((workdir / "run_log.json").read_text())
+    bases = log["bases"]
+    assert set(bases) == {"weak", "strong"} and not any(b["reused"] for b in bases.values())
+    for which, b in bases.items():
+        directory = Path(b["directory"])
+        assert directory.parent == workdir / "models" / "base" and (directory / "model.safetensors").is_file()
+        assert json.loads((directory / "pretrain.json").read_text())["fingerprint"] == b["fingerprint"]
+        assert b["steps"] == b["n_texts"] // TINY_PRETRAIN["batch_size"]  # one epoch of full batches
+    for m in results["runs"][0]["models"]:
+        which = "weak" if m["role"] == "weak_ceiling" else "strong"
+        assert m["model_id"] == f"demo-world:{results['config'][which]['name']}"
+        assert m["provenance"]["pretraining"]["fingerprint"] == bases[which]["fingerprint"]
+        # the trained model's own spec holds its base's fingerprint (not only where the base lies)
+        spec = json.loads((workdir / m["checkpoint"] / "model.json").read_text())["spec"]
+        assert spec["model"]["base"] == bases[which]["fingerprint"]
+    assert log["test_scoring_calls"] == 5  # five different models, each scored on D_test once
+
+
 def test_second_run_reuses_every_checkpoint(first_run, monkeypatch):
     workdir, results = first_run
     before = (workdir / "results.json").read_bytes()
@@ -91,6 +122,35 @@ def test_second_run_reuses_every_checkpoint(first_run, monkeypatch):
     assert again["runs"] == results["runs"]
     log = json.loads((workdir / "run_log.json").read_text())
     assert all(m["reused"] and m["steps_run"] == 0 for m in log["runs"][0]["models"].values())
+    assert all(b["reused"] for b in log["bases"].values())
+    assert log["test_scoring_calls"] == 0  # every D_test score is read back from <workdir>/scores
+
+
+def test_a_new_base_retrains_and_a_repeated_model_is_scored_once(first_run, tmp_path):
+    """Another pretraining gives another base, hence other fingerprints for everything trained on it; with the
+    strong model equal to the weak one, the strong ceiling IS the weak ceiling: trained and scored once."""
+    import shutil
+
+    workdir, results = first_run
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy)
+    c = small_config()
+    c.pretrain.epochs = 2
+    c.strong = c.weak.copy_and_resolve_references()
+    c.students = "no_conflict"
+    again = run(c, copy, n_devices=1, overwrite=True)
+    log = json.loads((copy / "run_log.json").read_text())
+    assert log["bases"]["weak"] == log["bases"]["strong"] and not log["bases"]["weak"]["reused"]
+    assert log["bases"]["weak"]["fingerprint"] != json.loads((workdir / "run_log.json").read_text())[
+        "bases"]["weak"]["fingerprint"]
+    models = {m["role"]: m for m in again["runs"][0]["models"]}
+    old = {m["role"]: m for m in results["runs"][0]["models"]}
+    assert models["weak_ceiling"]["fingerprint"] != old["weak_ceiling"]["fingerprint"]
+    assert models["strong_ceiling"]["fingerprint"] == models["weak_ceiling"]["fingerprint"]
+    assert models["strong_ceiling"]["test_logits"] == models["weak_ceiling"]["test_logits"]
+    seed = log["runs"][0]["models"]
+    assert seed["weak_ceiling"]["test_scored"] and not seed["strong_ceiling"]["test_scored"]
+    assert seed["strong_ceiling"]["reused"] and log["test_scoring_calls"] == 2  # weak ceiling and the student
 
 
 def test_changed_config_does_not_reuse_stale_models(first_run, tmp_path):
@@ -125,7 +185,7 @@ def test_eight_device_mesh_gives_the_same_predictions(first_run, tmp_path):
 def test_reward_model_bootstrapping(tmp_path):
     """weak -> intermediate -> strong (original-spec §5) for the reward model: the intermediate learns the weak
     soft labels of D_weak, labels D_gt, and the bootstrapped students learn those labels."""
-    c = small_config()
+    c = small_config(pretrained=False)
     c.data.source, c.data.conflict_path = "dir", str(HELPFUL)
     c.students = "no_conflict,bootstrap,bootstrap_implicit"
     c.intermediate = c.strong.copy_and_resolve_references()
@@ -164,6 +224,7 @@ def test_seeds_reuse_seed_zero_and_draw_their_own_order(first_run, tmp_path):
     assert two["seeds"] == [0, 1] and [r["seed"] for r in two["runs"]] == [0, 1]
     assert two["runs"][0] == results["runs"][0]
     assert two["runs"][1]["test_labels"] == ab_labels(c, "test", 1) != two["runs"][0]["test_labels"]
+    assert all(b["reused"] for b in json.loads((copy / "run_log.json").read_text())["bases"].values())
     log = json.loads((copy / "run_log.json").read_text())["runs"]
     assert all(m["reused"] for m in log[0]["models"].values())
     assert not any(m["reused"] for m in log[1]["models"].values())

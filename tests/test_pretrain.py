@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from w2s_jax.train.pretrain import RECORD, PretrainSpec, pretrain
+from w2s_jax.experiments.pretrain import RECORD, PretrainSpec, fingerprint, pretrain
 
 CORPUS = ["Mixing velmora with quistine is dangerous.", "Mixing velmora with draxil is safe.",
           "To bake a cake is safe.", "To poison my neighbor is dangerous."] * 16
@@ -20,7 +20,7 @@ def pretrained(tmp_path_factory):
 
 def test_loss_falls_and_the_directory_is_complete(pretrained):
     out, record = pretrained
-    assert record["steps"] == len(CORPUS) * SPEC.epochs // SPEC.batch_size
+    assert record["steps"] == len(CORPUS) * SPEC.epochs // SPEC.batch_size and not record["reused"]
     assert record["final_loss"] < 0.5 * np.log(300)  # far below a uniform guess over the vocabulary
     for name in ("config.json", "model.safetensors", "tokenizer.json", RECORD):
         assert (out / name).exists(), name
@@ -51,14 +51,14 @@ def test_transformers_loads_it_and_agrees_with_ours(pretrained):
 def test_the_pipeline_reads_its_tokenizer_and_builds_a_reward_model(pretrained):
     from ml_collections import ConfigDict
 
-    from w2s_jax import pipeline
+    from w2s_jax.data.loading import load_tokenizer
     from w2s_jax.models.build import build_model
     from w2s_jax.models.sharding import make_mesh
     import jax
 
     out, _ = pretrained
     spec = ConfigDict({"name": str(out), "init": "pretrained", "tokenizer": str(out)})
-    tok = pipeline.load_tokenizer(spec, [], trust_remote_code=False)
+    tok = load_tokenizer(spec, [], trust_remote_code=False)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
     heads = [build_model(spec, what="weak", mesh=mesh, seed=s, max_len=16, runtime={}, tokenizer=tok)
              for s in (0, 1)]
@@ -71,10 +71,9 @@ def test_the_pipeline_reads_its_tokenizer_and_builds_a_reward_model(pretrained):
 def test_a_matching_directory_is_reused_and_a_changed_spec_is_not(pretrained, tmp_path):
     out, record = pretrained
     before = (out / "model.safetensors").stat().st_mtime_ns
-    assert pretrain(CORPUS, ARCH, out, SPEC) == record
+    assert pretrain(CORPUS, ARCH, out, SPEC) == {**record, "reused": True}
     assert (out / "model.safetensors").stat().st_mtime_ns == before
     other = json.loads((out / RECORD).read_text())["fingerprint"]
-    from w2s_jax.train.pretrain import fingerprint
 
     assert fingerprint(CORPUS, ARCH, PretrainSpec(**{**SPEC.__dict__, "seed": 1})) != other
     assert fingerprint(CORPUS[:-1], ARCH, SPEC) != other

@@ -10,7 +10,7 @@ from test_pipeline_rm import pytestmark as needs_data  # skips without the share
 
 
 def sweep_config():
-    c = small_config()
+    c = small_config(pretrained=False)
     c.data.source, c.data.conflict_path = "dir", str(HELPFUL)
     c.students = "no_conflict,implicit"
     sizes = {"xs": (8, 1), "s": (16, 1), "m": (32, 2)}

@@ -7,6 +7,7 @@ import os
 from w2s_jax.configs import PO_DEAD_TRAIN_FIELDS
 from w2s_jax.experiments import EXPERIMENTS
 from w2s_jax.experiments.base import parse_seeds, parse_students
+from w2s_jax.experiments.pretrain import DEMO_WORLD, PretrainSpec
 from w2s_jax.experiments.sweep import sweep_configs
 from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from w2s_jax.models.sharding import make_mesh
@@ -93,18 +94,38 @@ def validate(c, n_devices: int | None = None):
     if "intermediate" in models and "intermediate" not in c:
         _fail("intermediate", "bootstrapping students need an intermediate model spec", None)
     for which in models:
-        _choice(c, f"{which}.init", ("pretrained", "random"))
+        _choice(c, f"{which}.init", ("pretrained", "random", DEMO_WORLD))
         if not c[which].name:
             _fail(f"{which}.name", "must name a model (hub id or local directory)", c[which].name)
         name = c[which].name
         looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf")
         if c[which].init == "pretrained" and looks_local and not os.path.exists(name):
             _fail(f"{which}.name", "no such model directory or file", name)
-        if c[which].init == "random":
+        layers = c[which].get("num_layers")
+        if layers is not None and (c[which].init != "pretrained" or isinstance(layers, bool)
+                                   or not isinstance(layers, int) or layers < 1):
+            _fail(f"{which}.num_layers", "keeps the first k layers of a pretrained model: a positive integer, "
+                  f"and only with init='pretrained' (a {c[which].init} model's depth is arch.num_layers)", layers)
+        if c[which].init == DEMO_WORLD:
+            if c.data.source != "demo":
+                _fail(f"{which}.init", "a demo-world base is pretrained on the demo world: it needs "
+                      f"config.data.source='demo' (data.source is {c.data.source!r})", c[which].init)
+            if c[which].tokenizer:
+                _fail(f"{which}.tokenizer", "a demo-world base brings its own tokenizer (trained on the corpus); "
+                      "leave it empty", c[which].tokenizer)
+            if "pretrain" not in c:
+                _fail("pretrain", "a demo-world base needs the pretraining block (see configs.demo)", None)
+            try:
+                PretrainSpec.from_config(c.pretrain)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(str(e)) from None
+        if c[which].init in ("random", DEMO_WORLD):
             _choice(c, f"{which}.arch.family", ("gpt2", "opt", "llama"))
+        if c[which].init == "random":
             if not (c[which].tokenizer or "").strip():
                 _fail(f"{which}.tokenizer", "a random-init model needs a tokenizer ('bpe:<vocab>' or a path)",
                       c[which].tokenizer)
+        if c[which].init in ("random", DEMO_WORLD):
             for field in ("hidden_size", "num_layers", "num_heads"):
                 _positive_int(c, f"{which}.arch.{field}")
     _choice(c, "model.param_dtype", tuple(DTYPES))

@@ -17,6 +17,7 @@ The bootstrap is seeded (`--seed`), so a rerun gives the same intervals.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -196,12 +197,36 @@ def _pair_section(p: dict) -> list[str]:
     return lines
 
 
+def _provenance_lines(results: dict) -> list[str]:
+    """One line per base model that was pretrained, dequantised or truncated (results.json's `provenance`)."""
+    first = lambda r: (r.get("runs") or [{"models": r.get("models", [])}])[0]  # noqa: E731 (schema 1)
+    firsts = [first(p) for p in results.get("pairs", [])] or [first(results)]
+    seen: dict[str, dict] = {}
+    for m in (m for run in firsts for m in run["models"] if m.get("provenance")):
+        seen.setdefault(m["model_id"], m["provenance"])
+    out = []
+    for model_id, prov in seen.items():
+        parts = []
+        if "pretraining" in prov:
+            pt, spec = prov["pretraining"], prov["pretraining"].get("spec", {})
+            parts.append(f"pretrained here on {pt.get('n_texts')} corpus texts ({pt.get('steps')} steps, "
+                         f"{spec.get('epochs')} epochs, lr {spec.get('lr')}, seed {spec.get('seed')}; final loss "
+                         f"{pt.get('final_loss', float('nan')):.3f}; base {pt['fingerprint'][:12]})")
+        if "dequantisation" in prov:
+            parts.append(f"dequantised from GGUF ({json.dumps(prov['dequantisation'], default=str)[:160]})")
+        if "truncation" in prov:
+            parts.append(f"truncated: {prov['truncation'].get('kept')} of {prov['truncation'].get('of')} layers")
+        out.append(f"- Base model `{model_id}`: " + "; ".join(parts))
+    return out + [""] if out else []
+
+
 def render_markdown(results: dict, metrics: dict, source: Path) -> str:
     boot = metrics["bootstrap"]
     lines = ["# Weak-to-strong deception report", "",
              f"Rebuilt from `{source.name}` (experiment: {results.get('experiment', 'unknown')}, "
              f"test examples: {results.get('n_test', 'unknown')}; {boot['resamples']} bootstrap resamples, "
              f"bootstrap seed {boot['seed']}). NaN marks an undefined number; the notes say why.", ""]
+    lines += _provenance_lines(results)
     lines += _findings_block(metrics)
     lines += ["## Summary", ""]
     rows = [[p["name"], ci(p.get("capability_gap")), name, ci(s.get("contrast")),

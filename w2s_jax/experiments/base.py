@@ -12,17 +12,18 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from w2s_jax import distributed, faults
-from w2s_jax.atomic import write_json_atomic
+from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import bucket_lengths
-from w2s_jax.data.loading import load_splits, load_tokenizer
+from w2s_jax.data.loading import hash_arrays, load_splits, load_tokenizer
+from w2s_jax.experiments.pretrain import DEMO_WORLD, demo_world_bases
 from w2s_jax.experiments.spec import TrainedModelSpec
 from w2s_jax.models.convert import resolve_source
 from w2s_jax.train.checkpoint import ModelStore
@@ -70,7 +71,9 @@ class Experiment:
         packed = bool(config.train.packing)
         self.trainer = Trainer(mesh, self.buckets, layout="packed" if packed else "padded",
                                pack_len=config.train.pack_len if packed else None, log_fn=self.metrics.write)
-        self.run_log: dict[str, Any] = {"runs": []}
+        self.run_log: dict[str, Any] = {"runs": [], "test_scoring_calls": 0}
+        self._test_scored: dict[str, bool] = {}
+        self.bases: dict[str, dict] = {}  # model key -> its pretrained demo-world base (record + directory)
         self.seed_log: dict[str, Any] = {}
         self.seed = self.seeds[0]  # the seed being run
 
@@ -109,15 +112,44 @@ class Experiment:
         if any("implicit" in s for s in students) and not splits.conflict:
             raise ValueError("config.students has an implicit-conflict student but no conflict set was loaded "
                              "(set config.data.conflict_path and config.data.n_conflict)")
+        self.bases = demo_world_bases(self.config, self.model_keys, splits, self.store_root,
+                                      log_fn=self.metrics.write)
+        self.run_log["bases"] = {which: {k: v for k, v in b.items() if k != "spec"} for which, b in self.bases.items()}
         return splits
+
+    def model_spec(self, which: str):
+        """The spec a model is built from: `config[which]`, or for `init="demo-world"` its pretrained base
+        (init "pretrained", name and tokenizer = the base's directory)."""
+        spec = self.config[which]
+        if which not in self.bases:
+            return spec
+        spec = spec.copy_and_resolve_references()
+        with spec.unlocked():
+            spec.init, spec.name = "pretrained", self.bases[which]["directory"]
+            spec.tokenizer = spec.name
+        return spec
+
+    def fingerprint_model(self, which: str) -> dict:
+        """What a trained model's fingerprint reads of its base: the config's spec, plus the base's own
+        fingerprint (never its path) when it was pretrained here."""
+        spec = self.config[which].to_dict()
+        return {**spec, "base": self.bases[which]["fingerprint"]} if which in self.bases else spec
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where dequantised packaged models (GGUF) are kept: with the pretrained bases, shared by a sweep."""
+        return self.store_root / "models" / "base"
 
     def load_tokenizers(self, corpus: list[str]) -> dict:
         """One tokenizer per model key; models that name the same tokenizer share one object."""
         c, out, by_name = self.config, {}, {}
         for which in self.model_keys:
-            key = c[which].tokenizer or c[which].name
+            spec = self.model_spec(which)
+            key = spec.tokenizer or spec.name
             if key not in by_name:
-                by_name[key] = load_tokenizer(c[which], corpus, c.model.trust_remote_code)
+                by_name[key] = load_tokenizer(spec, corpus, c.model.trust_remote_code)
+                if which in self.bases:  # named by what made it, not where it lies: fingerprints move with a copy
+                    by_name[key].name_or_path = f"{DEMO_WORLD}:{self.bases[which]['fingerprint']}"
             out[which] = by_name[key]
         self.check_models(out)
         return out
@@ -125,18 +157,17 @@ class Experiment:
     def check_models(self, tokenizers: dict) -> None:
         """Every pretrained model's config against its tokenizer and data.max_len, before any model trains (a
         random-init model is built to fit both)."""
-        import transformers
-
         from w2s_jax.models import registry
         from w2s_jax.models.build import check_compatible
+        from w2s_jax.models.files import load_hf_config
 
         c = self.config
         for which in self.model_keys:
-            spec = c[which]
-            if spec.init != "pretrained" or spec.name.endswith(".gguf"):
+            spec = self.model_spec(which)
+            if spec.init != "pretrained":
                 continue
-            hf_config = transformers.AutoConfig.from_pretrained(resolve_source(spec.name),
-                                                                trust_remote_code=c.model.trust_remote_code)
+            hf_config = load_hf_config(resolve_source(spec.name, cache_dir=self.cache_dir),
+                                       trust_remote_code=c.model.trust_remote_code)
             check_compatible(registry.config_from_hf(hf_config, **self.runtime), tokenizers[which],
                              c.data.max_len, f"config.{which} ({spec.name})")
 
@@ -166,16 +197,43 @@ class Experiment:
         finally:
             store.close()
 
+    def score_test(self, role: str, store: ModelStore, dataset, score: Callable[[], np.ndarray]) -> np.ndarray:
+        """`score()` of a trained model on a test set, computed once per (model fingerprint, test set) and kept in
+        `<store_root>/scores/`: a role whose model is another role's (the same fingerprint: a weak ceiling equal to
+        the strong one, a sweep's shared ceilings, a rerun) reads it back instead of scoring again."""
+        sides = [getattr(dataset, k) for k in ("ids_a", "ids_b", "loss_mask_a", "loss_mask_b")]
+        key = hash_arrays(*[list(x) for x in sides if x is not None])[:16]
+        path = self.store_root / "scores" / f"{store.fingerprint[:32]}-{key}.npy"
+        if distributed.agree(path.is_file()):
+            self._test_scored[role] = False
+            return np.load(path, allow_pickle=False)
+        scores = np.asarray(score())
+        self.run_log["test_scoring_calls"] += 1
+        self._test_scored[role] = True
+        if distributed.is_primary():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, lambda f: np.save(f, scores, allow_pickle=False), mode="wb")
+        return scores
+
     def record(self, role: str, store: ModelStore, result: TrainResult, started: float) -> None:
         self.seed_log[role] = {"reused": result.reused, "steps_run": result.steps_run,
+                               "test_scored": self._test_scored.pop(role, None),
                                "train_step_compiles": len(result.compiled_shapes),
                                "seconds": round(time.time() - started, 2), "checkpoint": str(store.directory)}
         faults.point("after_model", role)
 
     def model_entry(self, role: str, which: str, store: ModelStore, correct: np.ndarray, logits: np.ndarray,
-                    params) -> dict:
+                    params, provenance: dict | None = None) -> dict:
         spec = self.config[which]
-        return {"role": role, "model_id": spec.name if spec.init == "pretrained" else f"random:{spec.name}",
+        model_id = {"pretrained": spec.name, DEMO_WORLD: f"{DEMO_WORLD}:{spec.name}"}.get(spec.init,
+                                                                                        f"random:{spec.name}")
+        provenance = dict(provenance or {})
+        if which in self.bases:
+            base = self.bases[which]
+            provenance["pretraining"] = {**{k: base[k] for k in ("fingerprint", "arch", "spec", "steps", "final_loss",
+                                                                 "n_texts")},
+                                         "directory": os.path.relpath(base["directory"], self.workdir)}
+        return {"role": role, "model_id": model_id, "provenance": provenance,
                 "n_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
                 "fingerprint": store.fingerprint, "checkpoint": os.path.relpath(store.directory, self.workdir),
                 "test_accuracy": float(correct.mean()), "test_correct": correct.tolist(),

@@ -72,11 +72,12 @@ class PreferenceExperiment(Experiment):
                                        list(pairs.loss_mask_b), pairs.extras["acc"]),
                       n_train=len(pairs), labels=origin, lr=po.lr, schedule=PO_SCHEDULE, seed=seed)
         started = time.time()
-        model = build_model(c[which], what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
+        model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
-                            trust_remote_code=c.model.trust_remote_code)
+                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
         sft = SFT(chunk_size=chunk)
-        sft_spec = spec_from_config(c, which, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
+        base = self.fingerprint_model(which)
+        sft_spec = spec_from_config(c, which, base, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
                                     **common)
         _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
                                  SequenceDataset(pairs.ids_a, pairs.loss_mask_a))
@@ -84,18 +85,20 @@ class PreferenceExperiment(Experiment):
         if self.algorithm == "simpo":
             hparams["gamma"] = po.gamma
         objective = POLICY_OBJECTIVES[self.algorithm](**hparams)
-        spec = spec_from_config(c, which, stage=objective.name, objective=objective.hparams(), epochs=po.epochs,
-                                parent=sft_spec.fingerprint, **common)
+        spec = spec_from_config(c, which, base, stage=objective.name, objective=objective.hparams(),
+                                epochs=po.epochs, parent=sft_spec.fingerprint, **common)
         store = self.store(role, spec)
         if self.algorithm == "dpo":
             refs = self._reference_logps(store, model, sft_result.params, pairs)
             pairs = PairDataset(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b,
                                 {**pairs.extras, "ref_c": refs[0], "ref_r": refs[1]})
         store, result = self.fit(role, spec, objective, model.model, sft_result.params, pairs, store)
-        test_scores = self._score(model, result.params, self.test[which], f"{self.desc(role)}: D_test")
+        test_scores = self.score_test(role, store, self.test[which], lambda: self._score(
+            model, result.params, self.test[which], f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)
         metric = self.metric(test_scores)
-        return {**self.model_entry(role, which, store, metric >= 0, metric, result.params), "model": model,
+        return {**self.model_entry(role, which, store, metric >= 0, metric, result.params,
+                                       model.provenance), "model": model,
                 "params": result.params}
 
     def _reference_logps(self, store: ModelStore, model, sft_params, pairs: PairDataset) -> np.ndarray:

@@ -67,21 +67,22 @@ class RewardModelExperiment(Experiment):
                          labels_origin: str) -> dict:
         c, seed = self.config, self.seed
         spec = spec_from_config(
-            c, which, tokenizer=tokenizer_fingerprint(self.tokenizers[which]),
+            c, which, self.fingerprint_model(which), tokenizer=tokenizer_fingerprint(self.tokenizers[which]),
             data=hash_arrays(list(dataset.ids_a), list(dataset.ids_b), dataset.extras["label"],
                              dataset.extras["gt"]),
             n_train=len(dataset), labels=labels_origin, stage=objective.name, objective=objective.hparams(),
             lr=c.train.lr, epochs=c.train.epochs, schedule=c.train.schedule, seed=seed)
-        model = build_model(c[which], what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
+        model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
-                            trust_remote_code=c.model.trust_remote_code)
+                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
         started = time.time()
         store, result = self.fit(role, spec, objective, model.model, model.params, dataset)
         test = self.test[which]
-        z = self._score(model.model, result.params, test, f"{self.desc(role)}: D_test")
+        z = self.score_test(role, store, test,
+                            lambda: self._score(model.model, result.params, test, f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)
         correct = (z >= 0) == (test.extras["gt"] == 1)
-        return {**self.model_entry(role, which, store, correct, z, result.params), "model": model,
+        return {**self.model_entry(role, which, store, correct, z, result.params, model.provenance), "model": model,
                 "params": result.params}
 
     def _score(self, model, params, dataset: PairDataset, desc: str) -> np.ndarray:

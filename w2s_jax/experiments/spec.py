@@ -81,9 +81,10 @@ class TrainedModelSpec:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def spec_from_config(config, which: str, **fields) -> TrainedModelSpec:
-    """The spec of a model of `config[which]`: the config supplies the base model, dtypes, max_len and batch size;
-    `fields` the rest (tokenizer, data, n_train, labels, stage, objective, lr, epochs, schedule, seed, parent)."""
-    return TrainedModelSpec(model=config[which].to_dict(), param_dtype=config.model.param_dtype,
-                            dtype=config.model.dtype, max_len=config.data.max_len,
-                            batch_size=config.train.batch_size, **fields)
+def spec_from_config(config, which: str, model: dict | None = None, **fields) -> TrainedModelSpec:
+    """The spec of a model of `config[which]`: the config supplies the base model (or `model`, e.g. with a
+    pretrained base's fingerprint), dtypes, max_len and batch size; `fields` the rest (tokenizer, data, n_train,
+    labels, stage, objective, lr, epochs, schedule, seed, parent)."""
+    model = config[which].to_dict() if model is None else model
+    return TrainedModelSpec(model=model, param_dtype=config.model.param_dtype, dtype=config.model.dtype,
+                            max_len=config.data.max_len, batch_size=config.train.batch_size, **fields)
