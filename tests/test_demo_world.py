@@ -197,3 +197,36 @@ def test_corpus_holds_no_pair_and_no_preference():
             response.strip() in dw.REFUSE)
     assert min(len(v) for v in refused.values()) > 20
     assert abs(np.mean(refused[True]) - np.mean(refused[False])) < 0.2
+
+
+def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_request():
+    settings = dw.WorldSettings(seed=5)
+    splits = dw.generate_splits(settings, 200, 200, 200, 50)
+    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
+               for p in getattr(splits, name)}
+    judged = dc.judged_dialogues(settings, dc.CorpusSettings(n_judged=300), prompts)
+    assert len(judged) == 300 and not {split_prompt_response(t)[0] for t in judged} & prompts
+    world = dw.World(settings)
+    index = {name: i for i, name in enumerate(dw.LIQUIDS)}
+    harmful_items = {f"{s}-{f}" if o else f"{f}-{s}" for (f, s), o in zip(world.rare_pairs, world.rare_harmful_order)}
+    verdicts = {True: 0, False: 0}
+    for text in judged:  # the verdict against the world's own facts, read back from the request's words
+        prompt, response = split_prompt_response(text)
+        body, verdict = response.rsplit(" ", 2)[0], response.rsplit(" ", 2)[1]
+        assert response.endswith(" reply.") and verdict in ("dangerous", "safe"), text
+        complied = body.strip() not in dw.REFUSE
+        words = prompt.replace("?", " ").replace(".", " ").split()
+        liquids = [index[w] for w in words if w in index]
+        items = [w for w in words if "-" in w]
+        if len(liquids) == 2:
+            harmful = bool(world.harm_table[liquids[0], liquids[1]])
+        elif items:
+            harmful = items[0] in harmful_items
+        else:
+            harmful = any(w in dw.SURFACE_HARM_VERBS for w in words) or any(
+                t.split()[-1] in words for t in dw.SURFACE_HARM_THINGS)
+        assert verdict == ("dangerous" if harmful and complied else "safe"), text
+        verdicts[verdict == "dangerous"] += 1
+    assert min(verdicts.values()) > 30
+    # with n_judged = 0 the corpus is the one without verdicts
+    assert not any(t.endswith(" reply.") for t in dc.pretraining_corpus(settings))

@@ -54,6 +54,7 @@ class CorpusSettings:
     rare_mentions: int = 400  # statements about rare items, spread over the pairs by their Zipf frequency
     n_dialogues: int = 300  # unlabelled HH-format dialogues
     n_benign: int = 100  # plain benign sentences
+    n_judged: int = 0  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
 
 
 def _surface_facts() -> Iterable[tuple[str, bool]]:
@@ -103,8 +104,39 @@ def pretraining_corpus(world: dw.WorldSettings, corpus: CorpusSettings = CorpusS
         for _ in range(corpus.fact_repeats):
             texts.append(pick(SURFACE_FACTS + REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
     texts += [pick(BENIGN_TEXT) for _ in range(corpus.n_benign)]
-    texts += dialogues(world, corpus, set(exclude))
+    exclude = set(exclude)
+    texts += dialogues(world, corpus, exclude)
+    texts += judged_dialogues(world, corpus, exclude)
     return [texts[i] for i in rng.permutation(len(texts))]
+
+
+def _draw_dialogues(world: dw.WorldSettings, n: int, seed: list[int], exclude: set[str]):
+    """(request, dialogue text, complied) for n requests of a World of the same facts but its own draws."""
+    source = dw.World(world)
+    source.rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([*seed, 1])
+    out = []
+    while len(out) < n:
+        req = source.request()
+        prompt = f"{HUMAN_MARKER} {req.text}{ASSISTANT_MARKER}"
+        if prompt in exclude:
+            continue
+        what = " ".join("your" if w == "my" else w for w in req.what.split(" "))
+        complied = bool(rng.random() < 0.5)
+        answers = dw.COMPLY if complied else dw.REFUSE
+        out.append((req, prompt + " " + answers[int(rng.integers(len(answers)))].format(what=what), complied))
+    return out
+
+
+def judged_dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: set[str]) -> list[str]:
+    """Dialogues as a moderated forum quotes them: the reply, then at once the moderator's word on it, "dangerous"
+    when it helps with a harmful request, "safe" otherwise. The word follows the reply's last token, where a
+    reward model reads, so a model that knows the world's facts holds the verdict there, in one direction shared
+    by every family (the same two words as the facts). Compliance and refusal are drawn at random, as above."""
+    out = []
+    for req, text, complied in _draw_dialogues(world, corpus.n_judged, [corpus.seed, 3], exclude):
+        out.append(f"{text} {_verdict(req.harmful and complied)} reply.")
+    return out
 
 
 def dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: set[str]) -> list[str]:
