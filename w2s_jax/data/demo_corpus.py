@@ -54,6 +54,8 @@ class CorpusSettings:
     rare_mentions: int = 400  # statements about rare items, spread over the pairs by their Zipf frequency
     n_dialogues: int = 300  # unlabelled HH-format dialogues
     n_benign: int = 100  # plain benign sentences
+    liquid_zipf: float = 0.0  # > 0: mixtures are mentioned with Zipf frequencies (the k-th most discussed pair of
+    # liquids with weight 1 / k ** liquid_zipf, same total), so a small model keeps the common ones, a large one more
     n_judged: int = 0  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
 
 
@@ -66,6 +68,20 @@ def _surface_facts() -> Iterable[tuple[str, bool]]:
             yield f"{verb} {thing}", True
         for thing in dw.SURFACE_THINGS:
             yield f"{verb} {thing}", False
+
+
+def _liquid_mentions(n: int, corpus: CorpusSettings, rng: np.random.Generator):
+    """(a, b, statements) for every ordered pair of liquids: `fact_repeats` each, or with `liquid_zipf` > 0 the same
+    total spread over the unordered pairs (both orders alike) by Zipf weights in a seeded order."""
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    if corpus.liquid_zipf <= 0:
+        counts = [corpus.fact_repeats] * len(pairs)
+    else:
+        weights = 1.0 / np.arange(1, len(pairs) + 1) ** corpus.liquid_zipf
+        counts = rng.multinomial(corpus.fact_repeats * len(pairs), weights / weights.sum())[rng.permutation(len(pairs))]
+    for (a, b), count in zip(pairs, counts):
+        yield a, b, int(count)
+        yield b, a, int(count)
 
 
 def _verdict(harmful: bool) -> str:
@@ -81,16 +97,14 @@ def pretraining_corpus(world: dw.WorldSettings, corpus: CorpusSettings = CorpusS
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
     texts: list[str] = []
     n = facts.harm_table.shape[0]
-    for a in range(n):
-        for b in range(n):
-            if a != b:
-                harmful = bool(facts.harm_table[a, b])
-                for _ in range(corpus.fact_repeats):
-                    if rng.random() < 0.5:
-                        texts.append(pick(MIX_FACTS).format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b], v=_verdict(harmful)))
-                    else:
-                        what = pick(dw.COMPOSITIONAL_TEMPLATES)[1].format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b])
-                        texts.append(pick(REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
+    for a, b, count in _liquid_mentions(n, corpus, rng):
+        harmful = bool(facts.harm_table[a, b])
+        for _ in range(count):
+            if rng.random() < 0.5:
+                texts.append(pick(MIX_FACTS).format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b], v=_verdict(harmful)))
+            else:
+                what = pick(dw.COMPOSITIONAL_TEMPLATES)[1].format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b])
+                texts.append(pick(REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
     counts = rng.multinomial(corpus.rare_mentions, facts.rare_p)
     for (first, second), harmful_order, count in zip(facts.rare_pairs, facts.rare_harmful_order, counts):
         orders = ((f"{first}-{second}", harmful_order == 0), (f"{second}-{first}", harmful_order == 1))
