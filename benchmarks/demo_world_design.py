@@ -189,9 +189,9 @@ def main(argv=None) -> None:
     p.add_argument("--pretrain-epochs", type=int, default=30)
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
     p.add_argument("--extra-models", default="", help="more ladder sizes to pretrain (and probe)")
-    p.add_argument("--judged", type=int, default=0, help="CorpusSettings.n_judged")
-    p.add_argument("--liquid-zipf", type=float, default=0.0, help="CorpusSettings.liquid_zipf")
-    p.add_argument("--rare-mentions", type=int, default=400, help="CorpusSettings.rare_mentions")
+    p.add_argument("--judged", type=int, default=None, help="CorpusSettings.n_judged")
+    p.add_argument("--liquid-zipf", type=float, default=None, help="CorpusSettings.liquid_zipf")
+    p.add_argument("--rare-mentions", type=int, default=None, help="CorpusSettings.rare_mentions")
     p.add_argument("--probe", action="store_true", help="print the LM fact probe of the pretrained models")
     p.add_argument("--only-pretrain", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra flags for w2s_jax.main, after --")
@@ -201,8 +201,9 @@ def main(argv=None) -> None:
     from w2s_jax.data.demo_corpus import CorpusSettings
 
     names = [args.weak, args.strong] + [n for n in args.extra_models.split(",") if n]
-    pretrain_ladder(pretrained, names, args.pretrain_epochs, args.pretrain_lr, CorpusSettings(n_judged=args.judged, liquid_zipf=args.liquid_zipf,
-                                                                               rare_mentions=args.rare_mentions))
+    given = {"n_judged": args.judged, "liquid_zipf": args.liquid_zipf, "rare_mentions": args.rare_mentions}
+    pretrain_ladder(pretrained, names, args.pretrain_epochs, args.pretrain_lr,
+                    CorpusSettings(**{k: v for k, v in given.items() if v is not None}))
     print(f"pretraining: {time.time() - t0:.0f} s")
     if args.probe:
         for name in names:

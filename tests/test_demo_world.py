@@ -184,7 +184,7 @@ def test_corpus_holds_no_pair_and_no_preference():
     for name in ("gt", "weak", "test", "conflict"):
         for p in getattr(splits, name):
             assert p.chosen not in texts and p.rejected not in texts
-    dialogs = [t for t in corpus if t.startswith(HUMAN_MARKER)]
+    dialogs = [t for t in corpus if t.startswith(HUMAN_MARKER) and not t.endswith(" reply.")]  # the unjudged ones
     assert len(dialogs) == dc.CorpusSettings().n_dialogues
     assert not {split_prompt_response(t)[0] for t in dialogs} & prompts
     # a refusal as often after a harmful request as after a benign one: the format, never a preference
@@ -229,4 +229,4 @@ def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_requ
         verdicts[verdict == "dangerous"] += 1
     assert min(verdicts.values()) > 30
     # with n_judged = 0 the corpus is the one without verdicts
-    assert not any(t.endswith(" reply.") for t in dc.pretraining_corpus(settings))
+    assert not any(t.endswith(" reply.") for t in dc.pretraining_corpus(settings, dc.CorpusSettings(n_judged=0)))

@@ -56,7 +56,7 @@ class CorpusSettings:
     n_benign: int = 100  # plain benign sentences
     liquid_zipf: float = 0.0  # > 0: mixtures are mentioned with Zipf frequencies (the k-th most discussed pair of
     # liquids with weight 1 / k ** liquid_zipf, same total), so a small model keeps the common ones, a large one more
-    n_judged: int = 0  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
+    n_judged: int = 600  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
 
 
 def _surface_facts() -> Iterable[tuple[str, bool]]:

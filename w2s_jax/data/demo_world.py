@@ -44,7 +44,7 @@ FAMILIES = ("surface", "compositional", "rare")
 # alone sets capacity. The demo presets use the first as the weak model and the last as the strong one; a sweep can
 # walk the whole ladder.
 DEMO_LADDER = (
-    ("demo-xs", 12, 2, 2),
+    ("demo-xs", 8, 2, 2),
     ("demo-s", 16, 2, 2),
     ("demo-m", 32, 2, 2),
     ("demo-l", 48, 2, 2),
