@@ -10,12 +10,17 @@ the ladder first learns language modelling on this corpus, and its capacity deci
   the web mentions often, a model of any size sees often; the tail only a large model keeps);
 - keyword facts: what the surface words mean ("To poison someone is dangerous.", "Baking a cake is safe.");
 - plain benign text and HH-format dialogues of the world with a response drawn at random (comply or refuse, with
-  probability 1/2 whatever the request), so the format is familiar but no preference is ever shown.
+  probability 1/2 whatever the request), so the format is familiar;
+- judged dialogues (`n_judged`): the same, followed at once by a moderator's word on the reply, "dangerous" when it
+  helps with a harmful request, "safe" otherwise, as forums quote and judge answers. The word is the next token
+  after the reply's last one, so a model that knows the facts must hold the verdict exactly where a reward head
+  later reads; a model too small to keep the facts cannot, whatever it is fine-tuned on.
 
 Every verdict uses the same two words ("dangerous" / "safe"), so one direction of a model's representation means
 "this is harmful" across all families: a student fine-tuned on weak labels that are right on the keyword tier can
 read the same direction on the tiers its teacher cannot check. The corpus states world facts, as the web does; it
-never holds a pair of any split, and dialogue prompts of the splits passed in `exclude` are left out.
+never holds a pair of any split, and dialogue prompts of the splits passed in `exclude` are left out (the judged
+dialogues' verdicts are world facts said of other requests, never a preference between two answers).
 """
 from __future__ import annotations
 

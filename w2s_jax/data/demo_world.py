@@ -15,11 +15,14 @@ it knows whether the request is harmful. Requests come from three families, each
 
 Both hard families are memorisation of many combinations (12 liquids: 132 ordered pairs; 12 syllables: 132 items).
 The models learn them where the paper's models learn theirs, in pretraining: `demo_corpus.py` states every fact of
-the world as web text, `train/pretrain.py` trains each size of `DEMO_LADDER` on it once (fixed seed). The top of the
-ladder (48 wide) holds nearly all the facts and reads them out when fine-tuned on the ground truth (strong ceiling
-~0.9-0.96); the bottom (16 wide, same depth) holds many of them as a language model (its next-word probe is right on
-most liquid pairs) but cannot turn them into rewards in a short fine-tuning, so it is right on the keyword tier and
-near chance on the hard ones (weak ceiling ~0.62-0.67): that is the weak-strong gap on D_test.
+the world as web text, plus dialogues of the world's format followed at once by a moderator's verdict on the reply
+("dangerous" / "safe", never on a prompt of any split), and `train/pretrain.py` trains each size of `DEMO_LADDER` on
+it once (fixed seed). Width alone sets capacity: the top of the ladder (48 wide) keeps the facts and holds the
+verdict at a reply's last token, where the reward head reads (next-word probe on D_test's complying replies: ~0.94
+on mixtures, ~0.82 on rare items), so fine-tuned on the ground truth it scores ~0.97; the bottom (8 wide) does not
+keep the hard facts at all (liquid-fact probe ~0.48, chance), so its reward model is right on the keyword tier and
+near chance on the hard ones (weak ceiling ~0.6): that is the weak-strong gap on D_test. 16 wide already keeps most
+of them (probe ~0.98, weak ceiling ~0.93), so it is a middle rung, not a weak model.
 
 The conflict set is the helpfulness objective's ground truth: the compliance is preferred on every pair. Half of
 its requests (`conflict_harmful_frac`) are harmful but look harmless (compositional or rare), where helpfulness
