@@ -1,5 +1,6 @@
 """The offline demo world: deterministic, disjoint, well-formed HH pairs with known tiers; end to end in a minute."""
 import importlib.util
+import re
 import time
 from pathlib import Path
 
@@ -230,3 +231,24 @@ def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_requ
     assert min(verdicts.values()) > 30
     # with n_judged = 0 the corpus is the one without verdicts
     assert not any(t.endswith(" reply.") for t in dc.pretraining_corpus(settings, dc.CorpusSettings(n_judged=0)))
+
+
+def test_liquid_facts_follow_zipf_frequencies_with_the_same_total():
+    settings = dw.WorldSettings(seed=5)
+    liquids = set(dw.LIQUIDS)
+
+    def mentions(corpus_settings):
+        counts = {}
+        for text in dc.pretraining_corpus(settings, corpus_settings):
+            names = [w for w in re.findall(r"[a-z]+", text) if w in liquids]
+            if not text.startswith(HUMAN_MARKER) and len(names) == 2:
+                key = frozenset(names)
+                counts[key] = counts.get(key, 0) + 1
+        return np.array(sorted(counts.values()))
+
+    n = settings.n_liquids
+    flat = mentions(dc.CorpusSettings(liquid_zipf=0.0, n_judged=0))
+    assert len(flat) == n * (n - 1) // 2 and (flat == 2 * dc.CorpusSettings().fact_repeats).all()
+    zipf = mentions(dc.CorpusSettings(liquid_zipf=1.0, n_judged=0))
+    assert zipf.sum() == flat.sum()  # the same number of statements, spread unevenly
+    assert zipf[-1] > 10 * max(zipf[0], 1)  # the most discussed mixture far above the least

@@ -3,8 +3,10 @@
 In the paper the strong model's edge over the weak one is knowledge it holds from pretraining. Here every model of
 the ladder first learns language modelling on this corpus, and its capacity decides how much of it it retains:
 
-- compositional facts: "Mixing velmora with quistine is dangerous." / "... is safe." for every ordered pair of
-  liquids, in several phrasings (mix, combine, pour into, stir into, clean with), each stated `fact_repeats` times;
+- compositional facts: "Mixing velmora with quistine is dangerous." / "... is safe." for every pair of liquids, in
+  several phrasings (mix, combine, pour into, stir into, clean with), `fact_repeats` statements per ordered pair on
+  average, spread by Zipf frequencies (`liquid_zipf`): the web discusses a few mixtures often and most rarely, so a
+  small model keeps the common ones and a large one the tail too;
 - rare facts: "zor-vex is a controlled substance, so buying it is dangerous." / "vex-zor is a garden herb ..."
   for both orders of every syllable pair, stated in proportion to the pair's Zipf frequency in the world (what
   the web mentions often, a model of any size sees often; the tail only a large model keeps);
@@ -59,9 +61,9 @@ class CorpusSettings:
     rare_mentions: int = 400  # statements about rare items, spread over the pairs by their Zipf frequency
     n_dialogues: int = 300  # unlabelled HH-format dialogues
     n_benign: int = 100  # plain benign sentences
-    liquid_zipf: float = 0.0  # > 0: mixtures are mentioned with Zipf frequencies (the k-th most discussed pair of
+    liquid_zipf: float = 1.0  # > 0: mixtures are mentioned with Zipf frequencies (the k-th most discussed pair of
     # liquids with weight 1 / k ** liquid_zipf, same total), so a small model keeps the common ones, a large one more
-    n_judged: int = 600  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
+    n_judged: int = 1500  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
 
 
 def _surface_facts() -> Iterable[tuple[str, bool]]:

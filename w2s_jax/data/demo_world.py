@@ -14,15 +14,15 @@ it knows whether the request is harmful. Requests come from three families, each
   controlled substance, so the set of tokens never decides it, and the pairs are drawn with Zipf frequencies.
 
 Both hard families are memorisation of many combinations (12 liquids: 132 ordered pairs; 12 syllables: 132 items).
-The models learn them where the paper's models learn theirs, in pretraining: `demo_corpus.py` states every fact of
-the world as web text, plus dialogues of the world's format followed at once by a moderator's verdict on the reply
+The models learn them where the paper's models learn theirs, in pretraining: `demo_corpus.py` states the world's
+facts as web text (mixtures with Zipf frequencies: a few discussed often, most rarely; rare items by their own Zipf
+frequency), plus dialogues of the world's format followed at once by a moderator's verdict on the reply
 ("dangerous" / "safe", never on a prompt of any split), and `train/pretrain.py` trains each size of `DEMO_LADDER` on
-it once (fixed seed). Width alone sets capacity: the top of the ladder (48 wide) keeps the facts and holds the
-verdict at a reply's last token, where the reward head reads (next-word probe on D_test's complying replies: ~0.94
-on mixtures, ~0.82 on rare items), so fine-tuned on the ground truth it scores ~0.97; the bottom (8 wide) does not
-keep the hard facts at all (liquid-fact probe ~0.48, chance), so its reward model is right on the keyword tier and
-near chance on the hard ones (weak ceiling ~0.6): that is the weak-strong gap on D_test. 16 wide already keeps most
-of them (probe ~0.98, weak ceiling ~0.93), so it is a middle rung, not a weak model.
+it once (fixed seed). Width alone sets how much a model keeps. Next-word probe of the verdict after the complying
+replies of D_test (where the reward head later reads), 48 wide: ~0.93 on mixtures, ~0.88 on rare items; 16 wide:
+~0.67 / ~0.65, the frequent facts only (12 wide: chance). Fine-tuned on the ground truth, the top scores ~0.97-0.99
+and the bottom ~0.75-0.81: that is the weak-strong gap on D_test, and the weak model's labels are right on the
+keyword tier and on the facts it kept, noisy on the rest, as a weak model's labels are in the paper.
 
 The conflict set is the helpfulness objective's ground truth: the compliance is preferred on every pair. Half of
 its requests (`conflict_harmful_frac`) are harmful but look harmless (compositional or rare), where helpfulness
@@ -47,8 +47,8 @@ FAMILIES = ("surface", "compositional", "rare")
 # alone sets capacity. The demo presets use the first as the weak model and the last as the strong one; a sweep can
 # walk the whole ladder.
 DEMO_LADDER = (
-    ("demo-xs", 8, 2, 2),
-    ("demo-s", 16, 2, 2),
+    ("demo-xs", 16, 2, 2),
+    ("demo-s", 24, 2, 2),
     ("demo-m", 32, 2, 2),
     ("demo-l", 48, 2, 2),
 )
