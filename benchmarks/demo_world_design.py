@@ -9,7 +9,8 @@
    share the conflict student gets wrong in S_k & W_uk minus that share in S_k & W_k. Intervals: paired bootstrap
    over test examples (the same resampled indices for every model of a seed), 95% percentile, 10k resamples.
 
-    python -m benchmarks.demo_world_design --seeds 0,1,2 --workdir runs/design -- --config.train.epochs=2
+    python -m benchmarks.demo_world_design --seeds 0,1,2 --workdir runs/design --probe -- \
+        --config.train.epochs=4 --config.train.lr=1e-4
 """
 from __future__ import annotations
 
