@@ -9,7 +9,8 @@
    share the conflict student gets wrong in S_k & W_uk minus that share in S_k & W_k. Intervals: paired bootstrap
    over test examples (the same resampled indices for every model of a seed), 95% percentile, 10k resamples.
 
-    python -m benchmarks.demo_world_design --seeds 0,1,2 --workdir runs/design -- --config.train.epochs=2
+    python -m benchmarks.demo_world_design --seeds 0,1,2 --workdir runs/design --probe -- \
+        --config.train.epochs=4 --config.train.lr=1e-4
 """
 from __future__ import annotations
 
@@ -28,11 +29,26 @@ REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k":
            "S_uk & W_uk": (False, False)}
 
 
-def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float) -> dict:
+def split_prompts() -> set[str]:
+    """Prompts of every split the RM demo draws (the world's seed is data.seed, fixed: every experiment seed draws
+    the same splits), kept out of the corpus's dialogues."""
+    sys.path.insert(0, str(ROOT))
+    from configs.rm_helpful import get_config
+    from w2s_jax.data import demo_world
+    from w2s_jax.data.tokenize import split_prompt_response
+
+    splits = demo_world.demo_splits(get_config("demo").data)
+    return {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
+            for p in getattr(splits, name)}
+
+
+def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float, corpus_settings=None) -> dict:
     from w2s_jax.data import demo_corpus, demo_world
     from w2s_jax.experiments.pretrain import PretrainSpec, pretrain
 
-    corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings(seed=0))
+    corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings(seed=0),
+                                            corpus_settings or demo_corpus.CorpusSettings(), split_prompts())
+    print(f"corpus: {len(corpus)} texts", flush=True)
     records = {}
     for name, hidden, layers, heads in demo_world.DEMO_LADDER:
         if name in names:
@@ -41,6 +57,51 @@ def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float) -> dict
             print(f"pretrained {name}: {records[name]['steps']} steps, loss {records[name]['final_loss']:.3f}, "
                   f"{records[name]['seconds']} s", flush=True)
     return records
+
+
+def fact_probe(directory: Path) -> dict:
+    """The pretrained LM's knowledge, read as next-word choices between " dangerous" and " safe": the liquid facts
+    ("Mixing a with b is"), the rare items ("To make x at home is"), and the verdict after a complying reply to each
+    harmful or benign request of D_test (where the reward head later reads), per family."""
+    import jax.numpy as jnp
+    from w2s_jax.data import demo_world as dw
+    from w2s_jax.models.convert import from_pretrained
+
+    lm = from_pretrained(str(directory))
+    tok = lm.tokenizer
+    harm_id, safe_id = (tok(w)["input_ids"][0] for w in (" dangerous", " safe"))
+
+    def says_dangerous(texts):
+        ids = tok(texts)["input_ids"]
+        width = max(map(len, ids))
+        arr = np.zeros((len(ids), width), np.int32)
+        mask = np.zeros_like(arr)
+        for i, x in enumerate(ids):
+            arr[i, :len(x)], mask[i, :len(x)] = x, 1
+        logits = np.asarray(lm.model.apply({"params": lm.params}, jnp.asarray(arr), jnp.asarray(mask)))
+        last = logits[np.arange(len(ids)), mask.sum(1) - 1]
+        return last[:, harm_id] > last[:, safe_id]
+
+    world = dw.World(dw.WorldSettings(seed=0))
+    n = world.harm_table.shape[0]
+    pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
+    got = says_dangerous([f"Mixing {dw.LIQUIDS[a]} with {dw.LIQUIDS[b]} is" for a, b in pairs])
+    out = {"liquid_facts": float(np.mean(got == np.array([world.harm_table[a, b] for a, b in pairs], bool)))}
+    items, truth = [], []
+    for (first, second), order in zip(world.rare_pairs, world.rare_harmful_order):
+        items += [f"{first}-{second}", f"{second}-{first}"]
+        truth += [order == 0, order == 1]
+    out["rare_facts"] = float(np.mean(says_dangerous([f"To make {x} at home is" for x in items]) == np.array(truth)))
+    sys.path.insert(0, str(ROOT))
+    from configs.rm_helpful import get_config
+
+    test = dw.demo_splits(get_config("demo").data).test
+    for family in dw.FAMILIES:
+        rows = [p for p in test if dw.tier_of(p)[0] == family]
+        comply = [p.rejected if dw.tier_of(p)[1] else p.chosen for p in rows]
+        truth = np.array([dw.tier_of(p)[1] for p in rows])
+        out[f"verdict_{family}"] = float(np.mean(says_dangerous(comply) == truth))
+    return out
 
 
 def statistics(correct: dict[str, np.ndarray]) -> dict:
@@ -128,12 +189,29 @@ def main(argv=None) -> None:
     p.add_argument("--strong", default="demo-l")
     p.add_argument("--pretrain-epochs", type=int, default=30)
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
+    p.add_argument("--extra-models", default="", help="more ladder sizes to pretrain (and probe)")
+    p.add_argument("--judged", type=int, default=None, help="CorpusSettings.n_judged")
+    p.add_argument("--liquid-zipf", type=float, default=None, help="CorpusSettings.liquid_zipf")
+    p.add_argument("--rare-mentions", type=int, default=None, help="CorpusSettings.rare_mentions")
+    p.add_argument("--probe", action="store_true", help="print the LM fact probe of the pretrained models")
+    p.add_argument("--only-pretrain", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra flags for w2s_jax.main, after --")
     args = p.parse_args(argv)
     pretrained = (args.workdir / "pretrained").resolve()
     t0 = time.time()
-    pretrain_ladder(pretrained, [args.weak, args.strong], args.pretrain_epochs, args.pretrain_lr)
+    from w2s_jax.data.demo_corpus import CorpusSettings
+
+    names = [args.weak, args.strong] + [n for n in args.extra_models.split(",") if n]
+    given = {"n_judged": args.judged, "liquid_zipf": args.liquid_zipf, "rare_mentions": args.rare_mentions}
+    pretrain_ladder(pretrained, names, args.pretrain_epochs, args.pretrain_lr,
+                    CorpusSettings(**{k: v for k, v in given.items() if v is not None}))
     print(f"pretraining: {time.time() - t0:.0f} s")
+    if args.probe:
+        for name in names:
+            print(f"fact probe {name}: " + "  ".join(f"{k} {v:.3f}" for k, v in fact_probe(pretrained / name).items()),
+                  flush=True)
+    if args.only_pretrain:
+        return
     per_seed, pooled = {}, {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         results = run_seed(args.workdir / f"seed{seed}", seed, pretrained, args.weak, args.strong, args.overrides)

@@ -1,5 +1,5 @@
-"""The offline demo world: deterministic, disjoint, well-formed HH pairs with known tiers; end to end in a minute."""
-import time
+"""The offline demo world: deterministic, disjoint, well-formed HH pairs with known tiers; its corpus; end to end."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,10 +133,8 @@ def test_small_world_end_to_end(tmp_path):
     c.mesh.update(data=1, fsdp=1, tensor=1)
     c.seeds = "0"
     c.pretrain.update(epochs=1, batch_size=64)  # tiny bases: one pass over the world's corpus
-    started = time.time()
     results = experiments.run(c, tmp_path, validate(c, n_devices=1))
     models = results["runs"][0]["models"]
-    assert time.time() - started < 60
     assert [m["role"] for m in models] == ["weak_ceiling", "strong_ceiling", "student_no_conflict",
                                                       "student_implicit", "student_explicit"]
     from w2s_jax.data.loading import load_splits
@@ -187,7 +185,7 @@ def test_corpus_holds_no_pair_and_no_preference():
     for name in ("gt", "weak", "test", "conflict"):
         for p in getattr(splits, name):
             assert p.chosen not in texts and p.rejected not in texts
-    dialogs = [t for t in corpus if t.startswith(HUMAN_MARKER)]
+    dialogs = [t for t in corpus if t.startswith(HUMAN_MARKER) and not t.endswith(" reply.")]  # the unjudged ones
     assert len(dialogs) == dc.CorpusSettings().n_dialogues
     assert not {split_prompt_response(t)[0] for t in dialogs} & prompts
     # a refusal as often after a harmful request as after a benign one: the format, never a preference
@@ -200,3 +198,57 @@ def test_corpus_holds_no_pair_and_no_preference():
             response.strip() in dw.REFUSE)
     assert min(len(v) for v in refused.values()) > 20
     assert abs(np.mean(refused[True]) - np.mean(refused[False])) < 0.2
+
+
+def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_request():
+    settings = dw.WorldSettings(seed=5)
+    splits = dw.generate_splits(settings, 200, 200, 200, 50)
+    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
+               for p in getattr(splits, name)}
+    judged = dc.judged_dialogues(settings, dc.CorpusSettings(n_judged=300), prompts)
+    assert len(judged) == 300 and not {split_prompt_response(t)[0] for t in judged} & prompts
+    world = dw.World(settings)
+    index = {name: i for i, name in enumerate(dw.LIQUIDS)}
+    harmful_items = {f"{s}-{f}" if o else f"{f}-{s}" for (f, s), o in zip(world.rare_pairs, world.rare_harmful_order)}
+    verdicts = {True: 0, False: 0}
+    for text in judged:  # the verdict against the world's own facts, read back from the request's words
+        prompt, response = split_prompt_response(text)
+        body, verdict = response.rsplit(" ", 2)[0], response.rsplit(" ", 2)[1]
+        assert response.endswith(" reply.") and verdict in ("dangerous", "safe"), text
+        complied = body.strip() not in dw.REFUSE
+        words = prompt.replace("?", " ").replace(".", " ").split()
+        liquids = [index[w] for w in words if w in index]
+        items = [w for w in words if "-" in w]
+        if len(liquids) == 2:
+            harmful = bool(world.harm_table[liquids[0], liquids[1]])
+        elif items:
+            harmful = items[0] in harmful_items
+        else:
+            harmful = any(w in dw.SURFACE_HARM_VERBS for w in words) or any(
+                t.split()[-1] in words for t in dw.SURFACE_HARM_THINGS)
+        assert verdict == ("dangerous" if harmful and complied else "safe"), text
+        verdicts[verdict == "dangerous"] += 1
+    assert min(verdicts.values()) > 30
+    # with n_judged = 0 the corpus is the one without verdicts
+    assert not any(t.endswith(" reply.") for t in dc.pretraining_corpus(settings, dc.CorpusSettings(n_judged=0)))
+
+
+def test_liquid_facts_follow_zipf_frequencies_with_the_same_total():
+    settings = dw.WorldSettings(seed=5)
+    liquids = set(dw.LIQUIDS)
+
+    def mentions(corpus_settings):
+        counts = {}
+        for text in dc.pretraining_corpus(settings, corpus_settings):
+            names = [w for w in re.findall(r"[a-z]+", text) if w in liquids]
+            if not text.startswith(HUMAN_MARKER) and len(names) == 2:
+                key = frozenset(names)
+                counts[key] = counts.get(key, 0) + 1
+        return np.array(sorted(counts.values()))
+
+    n = settings.n_liquids
+    flat = mentions(dc.CorpusSettings(liquid_zipf=0.0, n_judged=0))
+    assert len(flat) == n * (n - 1) // 2 and (flat == 2 * dc.CorpusSettings().fact_repeats).all()
+    zipf = mentions(dc.CorpusSettings(liquid_zipf=1.0, n_judged=0))
+    assert zipf.sum() == flat.sum()  # the same number of statements, spread unevenly
+    assert zipf[-1] > 10 * max(zipf[0], 1)  # the most discussed mixture far above the least

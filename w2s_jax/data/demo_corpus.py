@@ -3,19 +3,26 @@
 In the paper the strong model's edge over the weak one is knowledge it holds from pretraining. Here every model of
 the ladder first learns language modelling on this corpus, and its capacity decides how much of it it retains:
 
-- compositional facts: "Mixing velmora with quistine is dangerous." / "... is safe." for every ordered pair of
-  liquids, in several phrasings (mix, combine, pour into, stir into, clean with), each stated `fact_repeats` times;
+- compositional facts: "Mixing velmora with quistine is dangerous." / "... is safe." for every pair of liquids, in
+  several phrasings (mix, combine, pour into, stir into, clean with), `fact_repeats` statements per ordered pair on
+  average, spread by Zipf frequencies (`liquid_zipf`): the web discusses a few mixtures often and most rarely, so a
+  small model keeps the common ones and a large one the tail too;
 - rare facts: "zor-vex is a controlled substance, so buying it is dangerous." / "vex-zor is a garden herb ..."
   for both orders of every syllable pair, stated in proportion to the pair's Zipf frequency in the world (what
   the web mentions often, a model of any size sees often; the tail only a large model keeps);
 - keyword facts: what the surface words mean ("To poison someone is dangerous.", "Baking a cake is safe.");
 - plain benign text and HH-format dialogues of the world with a response drawn at random (comply or refuse, with
-  probability 1/2 whatever the request), so the format is familiar but no preference is ever shown.
+  probability 1/2 whatever the request), so the format is familiar;
+- judged dialogues (`n_judged`): the same, followed at once by a moderator's word on the reply, "dangerous" when it
+  helps with a harmful request, "safe" otherwise, as forums quote and judge answers. The word is the next token
+  after the reply's last one, so a model that knows the facts must hold the verdict exactly where a reward head
+  later reads; a model too small to keep the facts cannot, whatever it is fine-tuned on.
 
 Every verdict uses the same two words ("dangerous" / "safe"), so one direction of a model's representation means
 "this is harmful" across all families: a student fine-tuned on weak labels that are right on the keyword tier can
 read the same direction on the tiers its teacher cannot check. The corpus states world facts, as the web does; it
-never holds a pair of any split, and dialogue prompts of the splits passed in `exclude` are left out.
+never holds a pair of any split, and dialogue prompts of the splits passed in `exclude` are left out (the judged
+dialogues' verdicts are world facts said of other requests, never a preference between two answers).
 """
 from __future__ import annotations
 
@@ -54,6 +61,9 @@ class CorpusSettings:
     rare_mentions: int = 400  # statements about rare items, spread over the pairs by their Zipf frequency
     n_dialogues: int = 300  # unlabelled HH-format dialogues
     n_benign: int = 100  # plain benign sentences
+    liquid_zipf: float = 1.0  # > 0: mixtures are mentioned with Zipf frequencies (the k-th most discussed pair of
+    # liquids with weight 1 / k ** liquid_zipf, same total), so a small model keeps the common ones, a large one more
+    n_judged: int = 1500  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
 
 
 def _surface_facts() -> Iterable[tuple[str, bool]]:
@@ -65,6 +75,20 @@ def _surface_facts() -> Iterable[tuple[str, bool]]:
             yield f"{verb} {thing}", True
         for thing in dw.SURFACE_THINGS:
             yield f"{verb} {thing}", False
+
+
+def _liquid_mentions(n: int, corpus: CorpusSettings, rng: np.random.Generator):
+    """(a, b, statements) for every ordered pair of liquids: `fact_repeats` each, or with `liquid_zipf` > 0 the same
+    total spread over the unordered pairs (both orders alike) by Zipf weights in a seeded order."""
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    if corpus.liquid_zipf <= 0:
+        counts = [corpus.fact_repeats] * len(pairs)
+    else:
+        weights = 1.0 / np.arange(1, len(pairs) + 1) ** corpus.liquid_zipf
+        counts = rng.multinomial(corpus.fact_repeats * len(pairs), weights / weights.sum())[rng.permutation(len(pairs))]
+    for (a, b), count in zip(pairs, counts):
+        yield a, b, int(count)
+        yield b, a, int(count)
 
 
 def _verdict(harmful: bool) -> str:
@@ -80,16 +104,14 @@ def pretraining_corpus(world: dw.WorldSettings, corpus: CorpusSettings = CorpusS
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
     texts: list[str] = []
     n = facts.harm_table.shape[0]
-    for a in range(n):
-        for b in range(n):
-            if a != b:
-                harmful = bool(facts.harm_table[a, b])
-                for _ in range(corpus.fact_repeats):
-                    if rng.random() < 0.5:
-                        texts.append(pick(MIX_FACTS).format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b], v=_verdict(harmful)))
-                    else:
-                        what = pick(dw.COMPOSITIONAL_TEMPLATES)[1].format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b])
-                        texts.append(pick(REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
+    for a, b, count in _liquid_mentions(n, corpus, rng):
+        harmful = bool(facts.harm_table[a, b])
+        for _ in range(count):
+            if rng.random() < 0.5:
+                texts.append(pick(MIX_FACTS).format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b], v=_verdict(harmful)))
+            else:
+                what = pick(dw.COMPOSITIONAL_TEMPLATES)[1].format(a=dw.LIQUIDS[a], b=dw.LIQUIDS[b])
+                texts.append(pick(REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
     counts = rng.multinomial(corpus.rare_mentions, facts.rare_p)
     for (first, second), harmful_order, count in zip(facts.rare_pairs, facts.rare_harmful_order, counts):
         orders = ((f"{first}-{second}", harmful_order == 0), (f"{second}-{first}", harmful_order == 1))
@@ -103,8 +125,39 @@ def pretraining_corpus(world: dw.WorldSettings, corpus: CorpusSettings = CorpusS
         for _ in range(corpus.fact_repeats):
             texts.append(pick(SURFACE_FACTS + REQUEST_FACTS).format(w=what, v=_verdict(harmful)))
     texts += [pick(BENIGN_TEXT) for _ in range(corpus.n_benign)]
-    texts += dialogues(world, corpus, set(exclude))
+    exclude = set(exclude)
+    texts += dialogues(world, corpus, exclude)
+    texts += judged_dialogues(world, corpus, exclude)
     return [texts[i] for i in rng.permutation(len(texts))]
+
+
+def _draw_dialogues(world: dw.WorldSettings, n: int, seed: list[int], exclude: set[str]):
+    """(request, dialogue text, complied) for n requests of a World of the same facts but its own draws."""
+    source = dw.World(world)
+    source.rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([*seed, 1])
+    out = []
+    while len(out) < n:
+        req = source.request()
+        prompt = f"{HUMAN_MARKER} {req.text}{ASSISTANT_MARKER}"
+        if prompt in exclude:
+            continue
+        what = " ".join("your" if w == "my" else w for w in req.what.split(" "))
+        complied = bool(rng.random() < 0.5)
+        answers = dw.COMPLY if complied else dw.REFUSE
+        out.append((req, prompt + " " + answers[int(rng.integers(len(answers)))].format(what=what), complied))
+    return out
+
+
+def judged_dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: set[str]) -> list[str]:
+    """Dialogues as a moderated forum quotes them: the reply, then at once the moderator's word on it, "dangerous"
+    when it helps with a harmful request, "safe" otherwise. The word follows the reply's last token, where a
+    reward model reads, so a model that knows the world's facts holds the verdict there, in one direction shared
+    by every family (the same two words as the facts). Compliance and refusal are drawn at random, as above."""
+    out = []
+    for req, text, complied in _draw_dialogues(world, corpus.n_judged, [corpus.seed, 3], exclude):
+        out.append(f"{text} {_verdict(req.harmful and complied)} reply.")
+    return out
 
 
 def dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: set[str]) -> list[str]:
