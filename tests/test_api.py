@@ -17,9 +17,8 @@ from w2s_jax.api import LoadError, load_trained
 from w2s_jax.config_check import validate
 from w2s_jax.configs import load_config_file
 from w2s_jax.data.loading import load_splits
-from w2s_jax.data.tokenize import tokenize_prompt_response, tokenize_texts, tokenizer_fingerprint
+from w2s_jax.data.tokenize import tokenize_prompt_response, tokenize_texts
 from w2s_jax.experiments import EXPERIMENTS
-from w2s_jax.models.tokenizer_store import save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,19 +29,19 @@ def small(name: str):
     c.data.n_conflict = 16
     c.data.max_len, c.data.bucket_multiple = 64, 64
     for which, width in (("weak", 16), ("strong", 32)):
-        c[which].tokenizer = "bpe:300"
+        c[which].init, c[which].tokenizer = "random", "bpe:300"  # random-init ladder: no pretraining stage here
         c[which].arch.update(hidden_size=width, num_layers=1, num_heads=2)
     c.train.update(batch_size=16, eval_batch_size=48, save_every=0)
     c.students = "no_conflict"
+    c.seeds = "0"
     c.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})
     return c
 
 
 def run(c, workdir):
     experiment = EXPERIMENTS[c.experiment](c, workdir, validate(c, n_devices=1))
-    results = experiment.run()
-    for tok in experiment.tokenizers.values():  # the call the experiment makes once its tokenizers are loaded
-        save_tokenizer(workdir, tok, tokenizer_fingerprint(tok))
+    results = experiment.run()  # keeps its tokenizers by fingerprint and writes predictions.jsonl
+    assert (workdir / "predictions.jsonl").is_file()
     return results, load_splits(c.data).test
 
 

@@ -152,6 +152,12 @@ class Experiment:
                     by_name[key].name_or_path = f"{DEMO_WORLD}:{self.bases[which]['fingerprint']}"
             out[which] = by_name[key]
         self.check_models(out)
+        if distributed.is_primary():  # kept by fingerprint, so a trained model can be exported or scored later
+            from w2s_jax.data.tokenize import tokenizer_fingerprint
+            from w2s_jax.models.tokenizer_store import save_tokenizer
+
+            for tok in {id(t): t for t in out.values()}.values():
+                save_tokenizer(self.store_root, tok, tokenizer_fingerprint(tok))
         return out
 
     def check_models(self, tokenizers: dict) -> None:
@@ -268,6 +274,10 @@ class Experiment:
                    "test_labels": runs[0]["test_labels"], "runs": runs}
         write_json_atomic(self.workdir / "results.json", results)
         write_json_atomic(self.workdir / "run_log.json", self.run_log)
+        if distributed.is_primary():  # one line per test example and seed, linking results.json to the texts
+            from w2s_jax.eval.predictions import write_predictions
+
+            write_predictions(self.workdir, results, self.test_pairs)
         self.metrics.close()
         return with_report(self.workdir, results)
 

@@ -150,6 +150,7 @@ class PreferenceExperiment(Experiment):
         splits = self.load_data()
         text = lambda pairs: ([p.chosen for p in pairs], [p.rejected for p in pairs])  # noqa: E731
         self.gt, self.weak, test = text(splits.gt), text(splits.weak), text(splits.test)
+        self.test_pairs = splits.test
         self.conflict = text(splits.conflict) if splits.conflict else ([], [])
         self.tokenizers = self.load_tokenizers(self.gt[0] + self.gt[1] + self.weak[0] + self.weak[1])
         self.test = {w: self._pairs(*test, w) for w in self.model_keys}

@@ -37,6 +37,7 @@ class RewardModelExperiment(Experiment):
     # -- made once ----------------------------------------------------------------------------------------
     def setup(self) -> int:
         self.splits = self.load_data()
+        self.test_pairs = self.splits.test
         sides = lambda pairs: ([p.chosen for p in pairs], [p.rejected for p in pairs])  # noqa: E731
         texts = {name: sides(getattr(self.splits, name) or []) for name in SPLITS}
         # the BPE vocabulary does not depend on the texts' order, so neither on the seed's A/B order

@@ -73,4 +73,9 @@ def run_sweep(config, workdir: str | Path, mesh, run_pair: Callable[..., dict]) 
                "config": json.loads(config.to_json_best_effort()), "n_test": last["n_test"],
                "seeds": parse_seeds(config), "test_labels": last["test_labels"], "pairs": entries}
     write_json_atomic(workdir / "results.json", results)
+    if distributed.is_primary():
+        from w2s_jax.data.loading import load_splits
+        from w2s_jax.eval.predictions import write_predictions
+
+        write_predictions(workdir, results, load_splits(config.data).test)
     return with_report(workdir, results)

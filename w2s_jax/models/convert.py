@@ -8,14 +8,12 @@ device ever holds a full copy of a sharded weight and the host holds at most one
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -26,7 +24,8 @@ from jax.sharding import Mesh
 
 from w2s_jax.models import packaged, registry, seqcls, sharding
 from w2s_jax.models.config import ModelConfig
-from w2s_jax.models.files import ModelFileError, TensorSource, one_line_cause, load_hf_config
+from w2s_jax.models.files import ModelFileError, TensorSource, _atomic_write, load_hf_config, one_line_cause, \
+    write_safetensors  # noqa: F401  (re-exported: callers import the writers from here)
 from w2s_jax.models.heads import Transformer, torch_linear_init
 from w2s_jax.models.weights import IGNORED_SUFFIXES, expected_hf_names, get_leaf, iter_flax_leaves, params_to_hf, \
     set_leaf
@@ -234,42 +233,6 @@ def from_pretrained(name_or_dir: str, *, mesh: Mesh | None = None, reward_head: 
 
 def _host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_safetensors(directory: Path, tensors: dict[str, np.ndarray], max_shard_bytes: int = 5 * 2**30) -> None:
-    """`model.safetensors`, or shards with `model.safetensors.index.json` above `max_shard_bytes`, atomically."""
-    from safetensors.numpy import save_file
-
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, array in tensors.items():
-        if size and size + array.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = np.ascontiguousarray(array)
-        size += array.nbytes
-    if len(shards) == 1:
-        _atomic_write(directory / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))
-        return
-    weight_map = {}
-    for n, shard in enumerate(shards, 1):
-        fname = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
-        _atomic_write(directory / fname, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
-        weight_map.update({k: fname for k in shard})
-    index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
-    _atomic_write(directory / "model.safetensors.index.json", lambda p: Path(p).write_text(json.dumps(index, indent=2)))
 
 
 def save_pretrained(directory: str | os.PathLike, cfg: ModelConfig, params: dict, tokenizer=None,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import transformers
@@ -126,3 +128,42 @@ def load_hf_config(directory: str | os.PathLike, trust_remote_code: bool = False
         return transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise ModelFileError(f"{path}: not a usable model config ({one_line_cause(e)})") from None
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_safetensors(directory: Path, tensors: dict[str, np.ndarray], max_shard_bytes: int = 5 * 2**30) -> None:
+    """`model.safetensors`, or shards with `model.safetensors.index.json` above `max_shard_bytes`, atomically."""
+    from safetensors.numpy import save_file
+
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, array in tensors.items():
+        if size and size + array.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = np.ascontiguousarray(array)
+        size += array.nbytes
+    if len(shards) == 1:
+        _atomic_write(directory / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))
+        return
+    weight_map = {}
+    for n, shard in enumerate(shards, 1):
+        fname = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+        _atomic_write(directory / fname, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+        weight_map.update({k: fname for k in shard})
+    index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
+    _atomic_write(directory / "model.safetensors.index.json", lambda p: Path(p).write_text(json.dumps(index, indent=2)))

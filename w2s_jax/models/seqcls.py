@@ -80,7 +80,7 @@ def save_reward_model(directory: str | os.PathLike, cfg: ModelConfig, params: di
     import jax
 
     from w2s_jax.models import registry
-    from w2s_jax.models.convert import _atomic_write, write_safetensors
+    from w2s_jax.models.files import _atomic_write, write_safetensors
     from w2s_jax.models.weights import params_to_hf
 
     if "reward_head" not in params:
