@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from w2s_jax import distributed
-from w2s_jax.atomic import fsync_tree, write_json_atomic
+from w2s_jax.atomic import _fsync_dir, fsync_tree, write_atomic, write_json_atomic  # noqa: F401
 
 log = logging.getLogger(__name__)
 
