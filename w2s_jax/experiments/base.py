@@ -84,6 +84,12 @@ class Experiment:
         if unknown:
             raise ValueError(f"config.students: unknown student(s) {unknown}; known: {list(cls.STUDENTS)}")
 
+    @classmethod
+    def conflict_students(cls, students: list[str]) -> list[str]:
+        """The students of `students` that train on the conflict set (the implicit ones): only they make a run
+        read it."""
+        return [s for s in students if s in cls.STUDENTS and s.endswith("implicit")]
+
     def students(self) -> list[str]:
         return parse_students(self.config)
 
@@ -100,18 +106,19 @@ class Experiment:
 
     # -- made once per run -----------------------------------------------------------------------------------
     def load_data(self) -> pairs_lib.PairSplits:
-        splits = load_splits(self.config.data)
+        students = self.students()
+        self.check_students(students)
+        conflict_students = self.conflict_students(students)
+        splits = load_splits(self.config.data, need_conflict=bool(conflict_students))
         skipped = {name: r.summary() for name, r in splits.skip_reports.items() if r.skipped}
         for line in skipped.values():
             log.warning("data: %s", line)
             if distributed.is_primary():
                 print(f"data: {line}")
         self.run_log["skipped_rows"] = skipped
-        students = self.students()
-        self.check_students(students)
-        if any("implicit" in s for s in students) and not splits.conflict:
-            raise ValueError("config.students has an implicit-conflict student but no conflict set was loaded "
-                             "(set config.data.conflict_path and config.data.n_conflict)")
+        if conflict_students and not splits.conflict:
+            raise ValueError(f"config.students: {conflict_students} train on the conflict set but none was loaded "
+                             "(set config.data.files.conflict and config.data.n_conflict)")
         self.bases = demo_world_bases(self.config, self.model_keys, splits, self.store_root,
                                       log_fn=self.metrics.write)
         self.run_log["bases"] = {which: {k: v for k, v in b.items() if k != "spec"} for which, b in self.bases.items()}
