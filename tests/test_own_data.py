@@ -17,7 +17,7 @@ from tokenizers import processors
 from w2s_jax.data import hub, readers
 from w2s_jax.data.chat import Dialogue
 from w2s_jax.data.loading import load_splits
-from w2s_jax.data.pairs import DataError, Pair, pair_from_row
+from w2s_jax.data.pairs import DataError, pair_from_row
 from w2s_jax.data.tokenize import cache_key, tokenize_prompt_response, tokenize_texts
 from w2s_jax.data.vocab import train_bpe_tokenizer
 from w2s_jax.experiments import EXPERIMENTS

@@ -77,5 +77,5 @@ def run_sweep(config, workdir: str | Path, mesh, run_pair: Callable[..., dict]) 
         from w2s_jax.data.loading import load_splits
         from w2s_jax.eval.predictions import write_predictions
 
-        write_predictions(workdir, results, load_splits(config.data).test)
+        write_predictions(workdir, results, load_splits(config.data, need_conflict=False).test)
     return with_report(workdir, results)
