@@ -82,6 +82,7 @@ def test_every_row_shape_gives_the_hand_written_texts():
     ({"chosen": [USER, {"role": "assistant"}], "rejected": [USER, UNSAFE]}, "f.jsonl:5:chosen[1].content",
      "expected a string, got NoneType"),
     ({"prompt": [USER], "chosen": [], "rejected": [UNSAFE]}, "f.jsonl:5:chosen", "non-empty list of messages"),
+    ({"chosen": [SAFE], "rejected": [UNSAFE]}, "f.jsonl:5:chosen", "the answer has no prompt"),
     ({"prompt": "q", "chosen": [SAFE], "rejected": [SAFE]}, "f.jsonl:5:rejected", "identical"),
     ({"chosen": "a"}, "f.jsonl:5:rejected", "missing field"),
 ])

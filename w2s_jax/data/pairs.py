@@ -132,6 +132,9 @@ def _chat_pair(row: dict, source: str, line: int) -> tuple[Dialogue, Dialogue]:
         if messages[-1]["role"] != "assistant":
             raise DataError(source, line, name, "the conversation must end with an assistant message (the answer "
                             f"judged), it ends with a {messages[-1]['role']!r} one", "no_answer")
+        if len(messages) < 2:
+            raise DataError(source, line, name, "the answer has no prompt: give a `prompt` or start the "
+                            "conversation with a user message", "no_prompt")
         sides.append(Dialogue(messages))
     return sides[0], sides[1]
 
