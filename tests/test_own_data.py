@@ -255,6 +255,26 @@ def test_a_named_hub_dataset_read_from_a_local_folder(tmp_path, monkeypatch):
     assert hub.HH_NAME == "Anthropic/hh-rlhf" == data_config(tmp_path).data.hub_name  # the paper's stays default
 
 
+def test_the_default_hub_dataset_is_the_papers_hh_path(monkeypatch, tmp_path):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, data_dir=None, split=None, **kwargs):
+        calls.append((name, data_dir, split))
+        return [{"chosen": hh(f"{data_dir} {i}?", "no"), "rejected": hh(f"{data_dir} {i}?", "yes")} for i in range(9)]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    c = data_config(tmp_path)
+    c.data.source = "hub"
+    splits = load_splits(c.data, need_conflict=False)  # no student needs the conflict set: helpful-base not read
+    assert calls == [("Anthropic/hh-rlhf", "harmless-base", "train")] and splits.conflict is None
+    assert [len(splits.gt), len(splits.weak), len(splits.test)] == [2, 3, 2]
+    splits = load_splits(c.data, need_conflict=True)
+    assert calls[-1] == ("Anthropic/hh-rlhf", "helpful-base", "train") and len(splits.conflict) == 2
+    assert all(p.chosen.startswith("\n\nHuman: helpful-base ") for p in splits.conflict)
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 def user_folder(tmp_path: Path) -> tuple[Path, dict]:
     """A researcher's folder: other file names, {prompt, chosen, rejected} strings, chat messages, Parquet."""
