@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 from w2s_jax import distributed
 from w2s_jax.atomic import write_json_atomic
 from w2s_jax.experiments.base import SCHEMA_VERSION, parse_seeds, with_report
+from w2s_jax.progress import progress
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -58,11 +59,9 @@ def sweep_configs(config) -> list[tuple[str, str, ConfigDict]]:
 
 def run_sweep(config, workdir: str | Path, mesh, run_pair: Callable[..., dict]) -> dict:
     """`run_pair(config, workdir, mesh, store_root)` runs one pair's experiment (`experiments.run`)."""
-    from tqdm.auto import tqdm
-
     workdir = Path(workdir)
     entries, last = [], None
-    for weak, strong, c in tqdm(sweep_configs(config), desc="sweep", disable=not distributed.is_primary()):
+    for weak, strong, c in progress(sweep_configs(config), desc="sweep", unit="pair", disable=not distributed.is_primary()):
         pair_dir = workdir / "pairs" / pair_dirname(weak, strong)
         last = run_pair(c, pair_dir, mesh, store_root=workdir)
         params = {m["role"]: m.get("n_params") for m in last["runs"][0]["models"]}
