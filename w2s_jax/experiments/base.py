@@ -23,6 +23,7 @@ from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import bucket_lengths
 from w2s_jax.data.loading import hash_arrays, load_splits, load_tokenizer
+from w2s_jax.experiments.metadata import run_metadata
 from w2s_jax.experiments.pretrain import DEMO_WORLD, demo_world_bases
 from w2s_jax.experiments.spec import TrainedModelSpec
 from w2s_jax.models.convert import resolve_source
@@ -269,7 +270,7 @@ class Experiment:
             runs.append({"seed": seed, "test_labels": list(test_labels),
                          "models": [{k: v for k, v in m.items() if k not in ("model", "params")} for m in models]})
             self.run_log["runs"].append({"seed": seed, "models": self.seed_log})
-        results = {"schema_version": SCHEMA_VERSION, "experiment": self.config.experiment,
+        results = {"schema_version": SCHEMA_VERSION, "metadata": run_metadata(), "experiment": self.config.experiment,
                    "config": json.loads(self.config.to_json_best_effort()), "n_test": n_test, "seeds": self.seeds,
                    "test_labels": runs[0]["test_labels"], "runs": runs}
         write_json_atomic(self.workdir / "results.json", results)
