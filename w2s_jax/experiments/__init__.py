@@ -31,3 +31,10 @@ def run(config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None =
     if config.experiment not in EXPERIMENTS:
         raise ValueError(f"config.experiment={config.experiment!r}: expected one of {list(EXPERIMENTS)}")
     return EXPERIMENTS[config.experiment](config, workdir, mesh, store_root).run()
+
+
+def plan(config, workdir: str | Path, mesh: Mesh) -> dict:
+    """The dry run: what `run` would train or reuse, with fingerprints, without training (`experiments.plan`)."""
+    from w2s_jax.experiments.plan import plan_run
+
+    return plan_run(config, workdir, mesh, EXPERIMENTS)
