@@ -15,7 +15,7 @@ import pytest
 
 from w2s_jax.config_check import validate
 from w2s_jax.configs import load_config_file
-from w2s_jax.experiments import EXPERIMENTS, plan, run
+from w2s_jax.experiments import EXPERIMENTS, dry_run as plan, run
 from w2s_jax.experiments.plan import plan_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,19 +117,24 @@ def test_git_commit_is_none_outside_a_checkout(tmp_path):
     assert git_commit(tmp_path) is None
 
 
-def test_readme_python_api_snippet_runs_on_one_device(tiny):
-    """Every ```python block of the README's "Python API" paragraph, run against the tiny work directory."""
+def test_readme_python_api_snippet_runs_on_one_device(tiny, tmp_path):
+    """Every ```python block of the README's "Python API" paragraph, run as a script in a fresh process with one
+    CPU device (not the tests' 8) against the tiny work directory."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("**Python API**"):]
-    section = section[:section.index("\n**", 3)] if "\n**" in section[3:] else section
+    section = section[:section.index("\n**", 3)]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert blocks and "runs/demo" in blocks[0]
-    for block in blocks:
-        scope = {}
-        exec(compile(block.replace("runs/demo", str(tiny[0])), "README.md", "exec"), scope)
-    rm = scope["rm"]
-    assert rm.kind == "reward_model"
-    assert scope["margins"].shape == (len(scope["chosen"]),)
+    assert blocks and all("runs/demo" in b for b in blocks)
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"snippet{i}.py"
+        script.write_text(block.replace("runs/demo", str(tiny[0]))
+                          + "\nimport jax\nprint('devices', jax.device_count())\n")
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                              env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = proc.stdout.splitlines()
+        assert lines[0] == "reward_model" and lines[-1] == "devices 1"
 
 
 # -- --overwrite: the replaced config's curves are moved aside ---------------------------------------------------

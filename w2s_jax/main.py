@@ -157,7 +157,7 @@ def main(argv) -> None:
         if _DRY_RUN.value:
             from w2s_jax.experiments.plan import plan_lines
 
-            plan = experiments.plan(config, _WORKDIR.value, mesh)
+            plan = experiments.dry_run(config, _WORKDIR.value, mesh)
             if distributed.is_primary():
                 print("\n".join(plan_lines(plan)))
             return

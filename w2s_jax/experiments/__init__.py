@@ -33,7 +33,7 @@ def run(config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None =
     return EXPERIMENTS[config.experiment](config, workdir, mesh, store_root).run()
 
 
-def plan(config, workdir: str | Path, mesh: Mesh) -> dict:
+def dry_run(config, workdir: str | Path, mesh: Mesh) -> dict:
     """The dry run: what `run` would train or reuse, with fingerprints, without training (`experiments.plan`)."""
     from w2s_jax.experiments.plan import plan_run
 
