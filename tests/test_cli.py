@@ -86,6 +86,22 @@ def test_dry_run_after_the_run_knows_every_model_and_finds_it_in_the_store(tiny)
     assert any(recorded(results)[(0, "student_implicit")] in line and "in store" in line for line in lines)
 
 
+def test_dpo_dry_run_fingerprints_are_the_run_s(tmp_path):
+    """The preference graph: SFT then DPO per model, hard weak labels, a confidence filter."""
+    c = small("dpo_helpful")
+    c.po.update(sft_epochs=1, epochs=1)
+    c.students = "no_conflict,hc_confidence_implicit"
+    mesh = validate(c, n_devices=1)
+    before = plan(c, tmp_path, mesh)
+    results = EXPERIMENTS[c.experiment](c, tmp_path, mesh).run()
+    after = plan(c, tmp_path, mesh)
+    want = recorded(results)
+    assert len(want) == 4 and fingerprints(planned(after)) == want
+    assert all(m["in_store"] and m["sft"]["in_store"] and m["stage"] == "dpo" for m in planned(after))
+    got = fingerprints(planned(before))
+    assert got[(0, "weak_ceiling")] == want[(0, "weak_ceiling")] and got[(0, "student_no_conflict")] is None
+
+
 def test_results_metadata_keys_and_types(tiny):
     _, _, _, results = tiny
     on_disk = json.loads((tiny[0] / "results.json").read_text())
