@@ -240,3 +240,15 @@ def test_dry_run_on_the_command_line_lists_models_and_data(tmp_path):
     assert sum(bool(HEX64.search(line)) and "to train" in line for line in models) == 4
     assert sum("waits for weak_ceiling's labels" in line for line in models) == 2
     assert not (tmp_path / "wd" / "models").exists() and not (tmp_path / "wd" / "metrics.jsonl").exists()
+
+
+def test_config_short_names_resolve_in_both_flag_forms():
+    from w2s_jax.config_files import configs_dir, resolve_config_args
+
+    path = str(configs_dir() / "rm_sweep.py")
+    assert resolve_config_args(["prog", "--config=rm_sweep:shapes", "--config.seeds=1"]) == \
+        ["prog", f"--config={path}:shapes", "--config.seeds=1"]
+    assert resolve_config_args(["prog", "--config", "rm_sweep.py"]) == ["prog", f"--config={path}"]
+    here = str(ROOT / "configs/rm_helpful.py") + ":demo"  # an existing path is kept as written
+    assert resolve_config_args(["prog", f"--config={here}"]) == ["prog", f"--config={here}"]
+    assert resolve_config_args(["prog", "--config=nope"]) == ["prog", "--config=nope"]

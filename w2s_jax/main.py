@@ -60,41 +60,22 @@ def _flag_error(argv, e: Exception) -> str:
     """One line for a flag that did not parse: a missing config file, a preset that raised, a bad value."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec is not None and not os.path.isfile(spec.partition(":")[0]):
-        return _missing_config(spec)
+        from w2s_jax.config_files import missing_config
+
+        return missing_config(spec)
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     if "Error whilst parsing config file" in str(e) and lines:
         return f"--config={spec}: {lines[-1]}"  # the last traceback line: the config's own exception
     return (lines[0] if lines else type(e).__name__).removeprefix("flag --")
 
 
-def resolve_config_args(argv: list[str]) -> list[str]:
-    """`--config=NAME[:preset]` (or `--config NAME`) with an installed config's short name -> its path."""
-    from w2s_jax.config_files import resolve_config_spec
-
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg.startswith("--config="):
-            out[i] = "--config=" + resolve_config_spec(arg.split("=", 1)[1])
-        elif arg == "--config" and i + 1 < len(out):
-            out[i], out[i + 1] = "--config=" + resolve_config_spec(out[i + 1]), ""
-    return [a for a in out if a != ""]
-
-
-def _missing_config(spec: str) -> str:
-    from w2s_jax.config_files import available
-
-    try:
-        names = ", ".join(available())
-    except FileNotFoundError:
-        names = "none found"
-    return f"--config={spec}: file not found, nor an installed config of that name (installed: {names})"
-
-
 def parse_flags(argv):
+    from w2s_jax.config_files import missing_config, resolve_config_args
+
     argv = resolve_config_args(argv)
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec is not None and not os.path.isfile(spec.partition(":")[0]):  # config_flags would defer this error
-        print(f"error: {_missing_config(spec)}", file=sys.stderr)
+        print(f"error: {missing_config(spec)}", file=sys.stderr)
         sys.exit(2)
     try:
         return flags.FLAGS(argv)
