@@ -25,9 +25,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from w2s_jax.data.chat import ASSISTANT_MARKER, render_full, render_key, render_prompt_response, templated
+from w2s_jax.progress import progress as progress_bar  # `progress` is a parameter here
 
 TokenizeMode = Literal["full", "prompt_response"]
 CACHE_FORMAT_VERSION = 1
@@ -67,7 +67,7 @@ def left_truncation(tokenizer: Any) -> Iterator[Any]:
 
 def _chunks(texts: Sequence[str], progress: bool | None, desc: str) -> Iterator[list[str]]:
     show = len(texts) >= PROGRESS_MIN_TEXTS if progress is None else progress
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
+    with progress_bar(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
         for start in range(0, len(texts), ENCODE_CHUNK):
             chunk = list(texts[start : start + ENCODE_CHUNK])
             yield chunk
