@@ -116,8 +116,8 @@ def run_ours(args) -> dict:
         ref_s = time.perf_counter() - t0
         train = PairDataset(train.ids_a, train.ids_b, train.loss_mask_a, train.loss_mask_b,
                             {**train.extras, "ref_c": refs["train"][0], "ref_r": refs["train"][1]})
-    stamps = [time.perf_counter()]
-    trainer.log_fn = lambda desc, metrics: stamps.append(time.perf_counter())  # after the step's metrics synced
+    stamps, cpu = [time.perf_counter()], [cpu_seconds()]
+    trainer.log_fn = lambda desc, metrics: (stamps.append(time.perf_counter()), cpu.append(cpu_seconds()))
     result = trainer.fit(loaded.params, objective, loaded.model, train,
                          TrainSpec(args.lr, args.batch, args.epochs, args.schedule, 0, args.micro or None))
     train_s = stamps[-1] - stamps[0]
@@ -127,8 +127,8 @@ def run_ours(args) -> dict:
     else:
         scores = score_policy_pairs(loaded.model, result.params, test, chunk_size=128, **score)
         correct = pair_metric(args.objective, scores, refs.get("test")) > 0
-    return {"steps": np.diff(stamps).tolist(), "train_s": train_s, "score_s": time.perf_counter() - t0,
-            "reference_s": ref_s, "compiled_shapes": len(result.compiled_shapes), "test_accuracy": float(correct.mean()),
+    return {"steps": np.diff(stamps).tolist(), "cpu_steps": np.diff(cpu).tolist(), "train_s": train_s,
+            "score_s": time.perf_counter() - t0, "reference_s": ref_s, "compiled_shapes": len(result.compiled_shapes), "test_accuracy": float(correct.mean()),
             "provenance": loaded.provenance, "loss_last": result.history[-1]["loss"]}
 
 
@@ -196,7 +196,7 @@ def run_torch(args) -> dict:
     if args.objective == "dpo":
         refs = {"train": score_all(train), "test": score_all(test)}
         ref_s = time.perf_counter() - t0
-    stamps = [time.perf_counter()]
+    stamps, cpu = [time.perf_counter()], [cpu_seconds()]
     for step, b in enumerate(train_batches(train, args.batch, epochs=args.epochs, seed=0, buckets=buckets)):
         for lo in range(0, args.batch, args.torch_micro):
             sl = slice(lo, lo + args.torch_micro)
@@ -214,6 +214,7 @@ def run_torch(args) -> dict:
         sched.step()
         opt.zero_grad(set_to_none=True)
         stamps.append(time.perf_counter())
+        cpu.append(cpu_seconds())
         print(f"  torch step {step + 1}/{nsteps} {stamps[-1] - stamps[-2]:.1f}s loss {loss.item():.4f}", flush=True)
     train_s, t0 = stamps[-1] - stamps[0], time.perf_counter()
     scores = score_all(test)
@@ -221,14 +222,23 @@ def run_torch(args) -> dict:
         correct = (scores[0] >= 0) == (test.extras["gt"] == 1)
     else:
         correct = pair_metric(args.objective, scores, refs.get("test")) > 0
-    return {"steps": np.diff(stamps).tolist(), "train_s": train_s, "score_s": time.perf_counter() - t0,
-            "reference_s": ref_s, "test_accuracy": float(correct.mean()), "loss_last": float(loss.item())}
+    return {"steps": np.diff(stamps).tolist(), "cpu_steps": np.diff(cpu).tolist(), "train_s": train_s,
+            "score_s": time.perf_counter() - t0, "reference_s": ref_s, "test_accuracy": float(correct.mean()),
+            "loss_last": float(loss.item())}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summary(r: dict) -> dict:
-    steps = r["steps"]
+    """Medians over the steps after the first; CPU seconds of the process per step, which on a busy machine
+    say more about an idle one than wall seconds do (idle wall ~ CPU seconds / cores used)."""
+    steps, cpu = r["steps"], r["cpu_steps"]
     later = statistics.median(steps[1:]) if len(steps) > 1 else float("nan")
-    return {"step_median_s": later, "first_step_s": steps[0], "first_step_minus_median_s": steps[0] - later}
+    return {"step_median_s": later, "step_cpu_median_s": statistics.median(cpu[1:]) if len(cpu) > 1 else float("nan"),
+            "first_step_s": steps[0], "first_step_minus_median_s": steps[0] - later}
 
 
 def main(argv=None) -> None:
