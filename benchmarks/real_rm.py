@@ -42,7 +42,7 @@ def parse(argv=None):
     p.add_argument("--schedule", default="", help="'': cosine_to_zero (rm), warmup_constant (dpo, simpo)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--micro", type=int, default=0, help="ours: pairs per micro-batch (0: the package default)")
+    p.add_argument("--micro", type=int, default=0, help="ours: pairs per micro-batch (0: the device default)")
     p.add_argument("--torch_micro", type=int, default=4, help="PyTorch: pairs per micro-batch")
     p.add_argument("--no_packing", action="store_true", help="ours: padded buckets instead of packed rows")
     p.add_argument("--contenders", default="ours,torch")
@@ -93,6 +93,7 @@ def run_ours(args) -> dict:
     from w2s_jax.objectives import RewardModel
     from w2s_jax.objectives.policy import DPO, SimPO
     from w2s_jax.data.batches import PairDataset
+    from w2s_jax.train.step import default_micro_batch
     from w2s_jax.train.trainer import Trainer, TrainSpec
 
     mesh = make_mesh(devices=jax.devices()[:1])
@@ -118,8 +119,9 @@ def run_ours(args) -> dict:
                             {**train.extras, "ref_c": refs["train"][0], "ref_r": refs["train"][1]})
     stamps, cpu = [time.perf_counter()], [cpu_seconds()]
     trainer.log_fn = lambda desc, metrics: (stamps.append(time.perf_counter()), cpu.append(cpu_seconds()))
+    micro = args.micro or default_micro_batch(args.batch, args.max_len, 1, jax.devices()[0].platform)
     result = trainer.fit(loaded.params, objective, loaded.model, train,
-                         TrainSpec(args.lr, args.batch, args.epochs, args.schedule, 0, args.micro or None))
+                         TrainSpec(args.lr, args.batch, args.epochs, args.schedule, 0, micro))
     train_s = stamps[-1] - stamps[0]
     t0 = time.perf_counter()
     if args.objective == "rm":
@@ -127,7 +129,7 @@ def run_ours(args) -> dict:
     else:
         scores = score_policy_pairs(loaded.model, result.params, test, chunk_size=128, **score)
         correct = pair_metric(args.objective, scores, refs.get("test")) > 0
-    return {"steps": np.diff(stamps).tolist(), "cpu_steps": np.diff(cpu).tolist(), "train_s": train_s,
+    return {"steps": np.diff(stamps).tolist(), "cpu_steps": np.diff(cpu).tolist(), "train_s": train_s, "micro": micro,
             "score_s": time.perf_counter() - t0, "reference_s": ref_s, "compiled_shapes": len(result.compiled_shapes), "test_accuracy": float(correct.mean()),
             "provenance": loaded.provenance, "loss_last": result.history[-1]["loss"]}
 
