@@ -43,6 +43,7 @@ def parse(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--micro", type=int, default=0, help="ours: pairs per micro-batch (0: the device default)")
+    p.add_argument("--remat", default="full", help="ours: model.remat_policy (full: the real presets' choice)")
     p.add_argument("--torch_micro", type=int, default=4, help="PyTorch: pairs per micro-batch")
     p.add_argument("--no_packing", action="store_true", help="ours: padded buckets instead of packed rows")
     p.add_argument("--contenders", default="ours,torch")
@@ -97,7 +98,7 @@ def run_ours(args) -> dict:
     from w2s_jax.train.trainer import Trainer, TrainSpec
 
     mesh = make_mesh(devices=jax.devices()[:1])
-    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": "none", "scan_layers": True,
+    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": args.remat, "scan_layers": True,
                "attention_impl": "auto"}
     spec = {"name": args.model, "init": "pretrained", "num_layers": args.num_layers or None}
     loaded = build_model(spec, what="strong", mesh=mesh, seed=0, max_len=args.max_len, runtime=runtime)
