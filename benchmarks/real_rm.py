@@ -6,8 +6,8 @@ Adam + schedule, then score the first `--n_test` test pairs. Each contender runs
 resident memory (ru_maxrss) is its own. `--objective rm` trains a reward model (BCE, cosine to zero); `dpo` (reference
 log-probs of the starting model, cached before training by both) and `simpo` train the policy directly on D_gt
 (no SFT stage: this measures the preference step). Ours goes through `Trainer.fit` with the package's defaults
-(packing on); PyTorch uses `AutoModelForSequenceClassification` / `AutoModelForCausalLM` on the same dequantised
-weights, micro-batches of `--torch_micro` pairs right-padded to their longest sequence.
+(packing on, the device's micro-batch default) and the real presets' full remat; PyTorch uses
+`AutoModelForSequenceClassification` / `AutoModelForCausalLM` on the same dequantised weights, micro-batches of `--torch_micro` pairs right-padded to their longest sequence.
 
     python -m benchmarks.real_rm --objective rm            # the full recipe: ~1.5 h on 2 idle cores
     python -m benchmarks.real_rm --n_gt 32 --n_test 32 --max_len 64 --num_layers 2    # smoke
