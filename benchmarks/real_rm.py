@@ -7,7 +7,8 @@ resident memory (ru_maxrss) is its own. `--objective rm` trains a reward model (
 log-probs of the starting model, cached before training by both) and `simpo` train the policy directly on D_gt
 (no SFT stage: this measures the preference step). Ours goes through `Trainer.fit` with the package's defaults
 (packing on, the device's micro-batch default) and the real presets' full remat; PyTorch uses
-`AutoModelForSequenceClassification` / `AutoModelForCausalLM` on the same dequantised weights, micro-batches of `--torch_micro` pairs right-padded to their longest sequence.
+`AutoModelForSequenceClassification` / `AutoModelForCausalLM` on the same dequantised weights, micro-batches of
+`--torch_micro` pairs right-padded to their longest sequence.
 
     python -m benchmarks.real_rm --objective rm            # the full recipe: ~1.5 h on 2 idle cores
     python -m benchmarks.real_rm --n_gt 32 --n_test 32 --max_len 64 --num_layers 2    # smoke
@@ -131,7 +132,8 @@ def run_ours(args) -> dict:
         scores = score_policy_pairs(loaded.model, result.params, test, chunk_size=128, **score)
         correct = pair_metric(args.objective, scores, refs.get("test")) > 0
     return {"steps": np.diff(stamps).tolist(), "cpu_steps": np.diff(cpu).tolist(), "train_s": train_s, "micro": micro,
-            "score_s": time.perf_counter() - t0, "reference_s": ref_s, "compiled_shapes": len(result.compiled_shapes), "test_accuracy": float(correct.mean()),
+            "score_s": time.perf_counter() - t0, "reference_s": ref_s, "compiled_shapes": len(result.compiled_shapes),
+            "test_accuracy": float(correct.mean()),
             "provenance": loaded.provenance, "loss_last": result.history[-1]["loss"]}
 
 

@@ -6,8 +6,9 @@ with a local one): for timing a machine, not for findings. `demo`: the demo worl
 pretrained on the world's corpus (demo-xs -> demo-s / demo-m / demo-l), offline. `real` and `real_paper`: the real
 ladder, offline (`w2s_jax.configs.REAL_LADDER`): SmolLM2-135M cut to its first 4 layers (weak) -> its first 8 / 16
 layers / the whole model / Gemma-3-270m, on the shared HH pairs at the sizes of `rm_helpful.py`'s presets of the
-same names (`real`: 8 models trained, about four times `rm_helpful.py:real`'s time on 2 cores). A base or a model several pairs need
-(here the weak ceiling) is built once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
+same names (`real`: about four times `rm_helpful.py:real`'s time on 2 cores). A base or a model several pairs
+need (here the weak ceiling) is built once; results.json, report.md and plots/ compare the pairs (deception score vs
+capability gap).
 
     python -m w2s_jax.main --config=configs/rm_sweep.py:demo --workdir=runs/sweep
 """
