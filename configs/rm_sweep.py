@@ -3,14 +3,18 @@
 `paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `shapes`: the same ladder as random-init
 models of those shapes with the hub's GPT-2 tokenizer (`python -m benchmarks.sweep_time --tokenizer DIR` runs it
 with a local one): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny models, each
-pretrained on the world's corpus (demo-xs -> demo-s / demo-m / demo-l), offline. A base or a model several pairs need
-(here the weak ceiling) is built once; results.json, report.md and plots/ compare the pairs (deception score vs capability gap).
+pretrained on the world's corpus (demo-xs -> demo-s / demo-m / demo-l), offline. `real` and `real_paper`: the real
+ladder, offline (`w2s_jax.configs.REAL_LADDER`): SmolLM2-135M cut to its first 4 layers (weak) -> its first 8 / 16
+layers / the whole model / Gemma-3-270m, on the shared HH pairs at the sizes of `rm_helpful.py`'s presets of the
+same names (`real`: about four times `rm_helpful.py:real`'s time on 2 cores). A base or a model several pairs
+need (here the weak ceiling) is built once; results.json, report.md and plots/ compare the pairs (deception score vs
+capability gap).
 
     python -m w2s_jax.main --config=configs/rm_sweep.py:demo --workdir=runs/sweep
 """
 from ml_collections import ConfigDict
 
-from w2s_jax.configs import check_preset, model_spec, reward_model_config
+from w2s_jax.configs import REAL_LADDER, REAL_PRESETS, check_preset, model_spec, real_spec, reward_model_config
 
 PAPER_LADDER = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # (hidden size, layers, heads) of the GPT-2 checkpoints
@@ -23,13 +27,15 @@ def ladder(names_and_specs) -> ConfigDict:
 
 
 def get_config(preset: str = "paper") -> ConfigDict:
-    check_preset(preset, ("paper", "shapes", "demo"), __file__)
+    check_preset(preset, ("paper", "shapes", "demo", *REAL_PRESETS), __file__)
     c = reward_model_config("paper" if preset == "shapes" else preset, __file__)
     if preset == "demo":
         from w2s_jax.data.demo_world import ladder_specs
 
         specs = [(s["name"], model_spec(init=c.weak.init, tokenizer=c.weak.tokenizer, **s))
                  for s in ladder_specs()]
+    elif preset in REAL_PRESETS:
+        specs = [(name, real_spec(name)) for name, _, _ in REAL_LADDER]
     elif preset == "shapes":
         specs = [(name, model_spec(name, init="random", tokenizer="gpt2", family="gpt2", hidden_size=h,
                                    num_layers=n, num_heads=a))

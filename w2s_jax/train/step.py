@@ -73,6 +73,23 @@ def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
             for k, v in batch.items()}
 
 
+# On a CPU the whole-batch forward keeps every layer's activations of the whole batch until the backward: for
+# SmolLM2 (30 layers) and 32 pairs at max_len 256 that is ~11 GB, 2-3x PyTorch's micro-batched peak, for no speed
+# (a CPU's matmuls are as efficient at a few thousand tokens as at many; benchmarks/real_profile.py measured it).
+CPU_TOKENS_PER_MICRO = 4096  # padded-length bound: 8 pairs at max_len 256, 16 at 128; tiny test shapes stay whole
+
+
+def default_micro_batch(batch_size: int, max_len: int, rows: int, platform: str, sides: int = 2) -> int | None:
+    """Examples per micro-batch when `train.micro_batch_size` is 0: None (the whole batch) off a CPU; on a CPU the
+    largest divisor of `batch_size` that is a multiple of `rows` (mesh data x fsdp) and holds at most
+    CPU_TOKENS_PER_MICRO tokens at `max_len` (`sides` sequences per example), or the whole batch if none does."""
+    if platform != "cpu" or batch_size * sides * max_len <= CPU_TOKENS_PER_MICRO:
+        return None
+    fits = [m for m in range(rows, batch_size, rows) if batch_size % m == 0 and m * sides * max_len <=
+            CPU_TOKENS_PER_MICRO]
+    return max(fits) if fits else None
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings: TrainState,
                     nsteps: int) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Jitted `(state, microbatches) -> (new_state, metrics)`; metrics are per-example means over the batch,
