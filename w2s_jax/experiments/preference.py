@@ -74,7 +74,8 @@ class PreferenceExperiment(Experiment):
         started = time.time()
         model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
-                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
+                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir,
+                            lora=c.model.get("lora"))
         sft = SFT(chunk_size=chunk)
         base = self.fingerprint_model(which)
         sft_spec = spec_from_config(c, which, base, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
