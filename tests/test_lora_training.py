@@ -120,3 +120,20 @@ def test_lora_settings_change_the_fingerprint_and_off_keeps_the_old_one():
 def test_bad_lora_settings_are_named(bad, field):
     with pytest.raises(ValueError, match=field):
         LoraConfig.from_config(bad)
+
+
+@pytest.mark.parametrize("field, value", [("rank", -2), ("dropout", 0.1), ("targets", "(")])
+def test_config_check_names_the_lora_field(tmp_path, field, value):
+    from pathlib import Path
+
+    from w2s_jax.config_check import ConfigError, validate
+    from w2s_jax.configs import load_config_file
+
+    (tmp_path / "conflict.jsonl").write_text('{"chosen": "a", "rejected": "b"}\n')
+    c = load_config_file(str(Path(__file__).resolve().parents[1] / "configs" / "dpo_helpful.py:demo"))
+    c.data.dir, c.data.conflict_path = str(tmp_path), str(tmp_path / "conflict.jsonl")
+    validate(c)  # the demo config itself is fine
+    c.model.lora.rank = 4
+    c.model.lora[field] = value
+    with pytest.raises(ConfigError, match=f"config.model.lora.{field}"):
+        validate(c)
