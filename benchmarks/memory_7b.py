@@ -10,6 +10,10 @@ generated-code bytes. Peak = arguments + outputs - aliased (the donated state) +
     python -m benchmarks.memory_7b --layers=32,2,4       # also fit per-layer scaling from smaller stacks
     python -m benchmarks.memory_7b --devices=1 --objectives=dpo_lora --micro=8   # LoRA DPO, one device, bf16 base
 
+XLA:CPU has no bf16 dot: it converts bf16 weights to f32, and loop-invariant code motion hoists that copy of every
+layer out of the layer scan (+26 GiB for a bf16 7B; a GPU runs bf16 dots natively). Prefix `XLA_FLAGS="--xla_force_
+host_platform_device_count=1 --xla_disable_hlo_passes=while-loop-invariant-code-motion"` to measure without it.
+
 The mesh devices are fake CPU devices (`--xla_force_host_platform_device_count`, set here before JAX loads), so
 the figures are XLA:CPU's buffer assignment for the same partitioned program; a GPU build fuses differently (its
 temporaries are usually smaller, cuDNN attention does not materialise the score matrix). Figures go to

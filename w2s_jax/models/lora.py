@@ -11,11 +11,13 @@ the forward sees W + (alpha / r) * A @ B, contracted over r. B starts at zero (t
 the base) and A like torch's Linear (peft's init). A is sharded like W's input axes, B like its output axes, so
 the adapters follow the mesh of the weight they adapt.
 
-Why a parameter transform rather than a module hook: one function covers every family (and the scanned layer
-stacks) without touching a backbone, and the base stays a separate, frozen pytree (`LoraModel.split`): only
-adapters and the reward head are differentiated and carry optimizer state, and a train checkpoint holds only them.
-The merged kernel is formed in fp32 and cast to the compute dtype, which is what the backbone's Dense does to W.
-`dropout` must be 0: dropout on the adapter's input has no merged-kernel form (refused at config time).
+How it is applied: the adapters ride in the params tree beside the kernel they adapt (`inject`), so the scanned
+layer stack slices them per layer like the kernel, and a Flax method interceptor adds scale * (x . A) . B to that
+Dense's output (peft's unmerged form). Every family is covered without touching a backbone, and no merged
+[layers, ...] kernel (nor its gradient) is ever materialised: what a 7B model on one device needs. The base stays a
+separate, frozen pytree (`LoraModel.split`): only adapters and the reward head are differentiated and carry
+optimizer state, and a train checkpoint holds only them. `merge` (W + scale * A @ B) is the export's form.
+`dropout` must be 0 for now (refused at config time).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import math
 import re
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -183,9 +186,48 @@ def merge(params: Mapping, lora: LoraConfig) -> dict:
     return out
 
 
+def _adapter_interceptor(scale: float):
+    """Adds scale * (x . A) . B to the output of every Dense that carries `lora_a`/`lora_b` beside its kernel
+    (inside a scanned stack these are the layer's own slices, like its kernel)."""
+
+    def intercept(next_fun, args, kwargs, context):
+        module = context.module
+        out = next_fun(*args, **kwargs)
+        if context.method_name != "__call__" or not isinstance(module, nn.DenseGeneral) \
+                or not module.has_variable("params", "lora_a"):
+            return out
+        a, b = module.get_variable("params", "lora_a"), module.get_variable("params", "lora_b")
+        dtype = module.dtype or args[0].dtype
+        n_in = a.ndim - 1
+        xa = jnp.tensordot(args[0].astype(dtype), a.astype(dtype), axes=(tuple(range(-n_in, 0)), tuple(range(n_in))))
+        return out + (scale * jnp.tensordot(xa, b.astype(dtype), axes=1)).astype(out.dtype)
+
+    return intercept
+
+
+def inject(params: Mapping, lora: LoraConfig) -> dict:
+    """The params a LoRA forward reads: each stacked-layer adapter placed beside its kernel as `lora_a`/`lora_b`
+    (so a scanned stack slices it per layer and no merged [layers, ...] kernel is ever formed); an adapter on a
+    kernel outside the stack (an LM head) is merged into it."""
+    adapters = params.get(LORA_KEY) or {}
+    outside = {p: ab for p, ab in adapters.items() if not _lead(p)}
+    out = merge({**params, LORA_KEY: outside}, lora)
+    for path, ab in adapters.items():
+        if path in outside:
+            continue
+        keys = path.split("/")
+        node = out
+        for k in keys[:-1]:
+            node[k] = dict(node[k])
+            node = node[k]
+        node["lora_a"], node["lora_b"] = ab["a"], ab["b"]
+    return out
+
+
 class LoraModel:
-    """A Flax `Transformer` whose `apply` merges the adapters first; every other attribute is the wrapped model's
-    (so `model.apply({"params": p}, ..., method=model.hidden)` works as for the plain model)."""
+    """A Flax `Transformer` whose `apply` adds the adapters' low-rank term to the adapted Dense layers; every other
+    attribute is the wrapped model's (so `model.apply({"params": p}, ..., method=model.hidden)` works as for the
+    plain model). The base kernel is used as it is; the update x . A . B runs in the layer's compute dtype."""
 
     def __init__(self, model, lora: LoraConfig):
         self.model, self.lora = model, lora
@@ -194,7 +236,9 @@ class LoraModel:
         return getattr(self.model, name)
 
     def apply(self, variables, *args, **kwargs):
-        return self.model.apply({**variables, "params": merge(variables["params"], self.lora)}, *args, **kwargs)
+        with nn.intercept_methods(_adapter_interceptor(self.lora.scale)):
+            return self.model.apply({**variables, "params": inject(variables["params"], self.lora)}, *args,
+                                    **kwargs)
 
     @staticmethod
     def split(params: Mapping) -> tuple[dict, dict]:
