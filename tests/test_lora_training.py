@@ -137,3 +137,27 @@ def test_config_check_names_the_lora_field(tmp_path, field, value):
     c.model.lora[field] = value
     with pytest.raises(ConfigError, match=f"config.model.lora.{field}"):
         validate(c)
+
+
+def test_adapters_are_sharded_like_their_kernel_and_the_sharded_step_matches_one_device(loaded):
+    """On a fsdp=4 x tensor=2 mesh: A takes W's input-axis sharding, B its output-axis one; a LoRA SFT step there
+    gives the one-device step's adapters."""
+    from w2s_jax.models import sharding
+
+    directory = loaded.source
+    mesh8 = sharding.make_mesh(fsdp=4, tensor=2)
+    sharded = from_pretrained(directory, mesh=mesh8, reward_head=True)
+    model, params = with_lora(sharded.model, sharded.params, LORA, seed=0)
+    q = params[LORA_KEY]["backbone/layers/attn/q_proj/kernel"]
+    w_spec = tuple(sharded.params["backbone"]["layers"]["attn"]["q_proj"]["kernel"].sharding.spec)
+    assert w_spec[1] == "fsdp" and w_spec[2] == "tensor"  # [layers, embed, heads, head_dim]
+    assert tuple(q["a"].sharding.spec)[:2] == (None, "fsdp") and tuple(q["b"].sharding.spec)[2] == "tensor"
+    ids, masks = sequences(8, seed=5)
+    spec = TrainSpec(lr=1e-2, batch_size=8, epochs=1, schedule="constant", seed=0)
+    got = Trainer(mesh8, bucket_lengths(10, 10)).fit(params, SFT(), model, SequenceDataset(ids, masks), spec)
+    one_model, one = with_lora(loaded.model, loaded.params, LORA, seed=0)
+    want = Trainer(mesh(), bucket_lengths(10, 10)).fit(one, SFT(), one_model, SequenceDataset(ids, masks), spec)
+    for path, ab in want.params[LORA_KEY].items():
+        for k in ("a", "b"):
+            np.testing.assert_allclose(np.asarray(got.params[LORA_KEY][path][k]), np.asarray(ab[k]), atol=1e-5,
+                                       err_msg=f"{path} {k}")
