@@ -6,6 +6,10 @@ frozen in bf16 (14.5 GB), rank-16 adapters (alpha 32) on q/k/v/o in fp32 with Ad
 each decoder layer, 8 pairs per microbatch (same update: the step accumulates sums), scoring sharded.
 
     python -m w2s_jax.main --config=configs/po_mistral7b_lora.py --workdir=runs/m7b_lora
+    python -m w2s_jax.main --config=configs/po_mistral7b_lora.py:demo --workdir=runs/lora_demo  # offline, CPU
+
+Presets: `paper` (the default, above) and `demo` (the `dpo_helpful` demo world's tiny models with rank-4 adapters
+on the same projections: the LoRA code path at CPU size).
 
 `benchmarks/memory_7b.py --devices=1 --objectives=dpo_lora --micro=8` measures this step's peak (README,
 "Models" / LoRA). With LoRA the learning rate that suits full fine-tuning (1e-6) is usually too small; the preset
@@ -17,8 +21,11 @@ MISTRAL_7B = "mistralai/Mistral-7B-v0.1"
 
 
 def get_config(preset: str = "paper"):
-    check_preset(preset, ("paper",), __file__)
-    c = preference_config("dpo", "paper", __file__)
+    check_preset(preset, ("paper", "demo"), __file__)
+    c = preference_config("dpo", preset, __file__)
+    if preset == "demo":
+        c.model.lora.update(rank=4, alpha=8.0)
+        return c
     c.weak = model_spec("gpt2")
     c.strong = model_spec(MISTRAL_7B)
     c.model.update(param_dtype="bfloat16", dtype="bfloat16", remat_policy="full", scan_layers=True,

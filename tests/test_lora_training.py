@@ -161,3 +161,25 @@ def test_adapters_are_sharded_like_their_kernel_and_the_sharded_step_matches_one
         for k in ("a", "b"):
             np.testing.assert_allclose(np.asarray(got.params[LORA_KEY][path][k]), np.asarray(ab[k]), atol=1e-5,
                                        err_msg=f"{path} {k}")
+
+
+@pytest.mark.parametrize("objective", ["reward_model", "simpo"])
+def test_reward_model_and_simpo_train_adapters_and_head_over_a_frozen_base(loaded, objective):
+    from w2s_jax.objectives import RewardModel
+    from w2s_jax.objectives.policy import SimPO
+
+    model, params = with_lora(loaded.model, loaded.params, LORA, seed=0)
+    ids, masks = sequences(8, seed=7)
+    ids_r, masks_r = sequences(8, seed=8)
+    extras = {"acc": np.ones(8, bool)} if objective == "simpo" else {
+        "label": np.linspace(0.1, 0.9, 8).astype(np.float32), "gt": np.ones(8, np.float32)}
+    pairs = PairDataset(ids, ids_r, masks, masks_r, extras)
+    unit = SimPO() if objective == "simpo" else RewardModel("bce")
+    spec = TrainSpec(lr=1e-2, batch_size=8, epochs=1, schedule="constant", seed=0)
+    result = Trainer(mesh(), bucket_lengths(10, 10)).fit(params, unit, model, pairs, spec)
+    assert result.params["backbone"] is params["backbone"]
+    b = result.params[LORA_KEY]["backbone/layers/attn/v_proj/kernel"]["b"]
+    assert np.abs(np.asarray(b)).max() > 0
+    head_moved = np.abs(np.asarray(result.params["reward_head"]["kernel"])
+                        - np.asarray(params["reward_head"]["kernel"])).max()
+    assert (head_moved > 0) == (objective == "reward_model")  # the policy losses never read the head

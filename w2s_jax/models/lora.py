@@ -193,7 +193,7 @@ def _adapter_interceptor(scale: float):
     def intercept(next_fun, args, kwargs, context):
         module = context.module
         out = next_fun(*args, **kwargs)
-        if context.method_name != "__call__" or not isinstance(module, nn.DenseGeneral) \
+        if context.method_name != "__call__" or not isinstance(module, (nn.Dense, nn.DenseGeneral)) \
                 or not module.has_variable("params", "lora_a"):
             return out
         a, b = module.get_variable("params", "lora_a"), module.get_variable("params", "lora_b")
