@@ -4,6 +4,7 @@ adapters alone, a resumed/reused model rebuilds from base + adapters; DPO's refe
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
@@ -29,6 +30,13 @@ def loaded(tmp_path_factory):
     return from_pretrained(str(directory), reward_head=True)
 
 
+def fresh(loaded, seed=0):
+    """A LoRA model over `loaded`'s base, with its own copy of the reward head (the step donates the trainable
+    part it is given, as for any model)."""
+    params = {**loaded.params, "reward_head": jax.tree.map(jnp.array, loaded.params["reward_head"])}
+    return with_lora(loaded.model, params, LORA, seed=seed)
+
+
 def mesh():
     return Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
 
@@ -41,7 +49,7 @@ def sequences(n=8, T=10, seed=0):
 
 
 def test_sft_trains_only_the_adapters_and_checkpoints_them_alone(loaded, tmp_path):
-    model, params = with_lora(loaded.model, loaded.params, LORA, seed=0)
+    model, params = fresh(loaded)
     base_before = jax.tree.map(np.asarray, params["backbone"])
     ids, masks = sequences()
     trainer = Trainer(mesh(), bucket_lengths(10, 10))
@@ -155,7 +163,7 @@ def test_adapters_are_sharded_like_their_kernel_and_the_sharded_step_matches_one
     ids, masks = sequences(8, seed=5)
     spec = TrainSpec(lr=1e-2, batch_size=8, epochs=1, schedule="constant", seed=0)
     got = Trainer(mesh8, bucket_lengths(10, 10)).fit(params, SFT(), model, SequenceDataset(ids, masks), spec)
-    one_model, one = with_lora(loaded.model, loaded.params, LORA, seed=0)
+    one_model, one = fresh(loaded)
     want = Trainer(mesh(), bucket_lengths(10, 10)).fit(one, SFT(), one_model, SequenceDataset(ids, masks), spec)
     for path, ab in want.params[LORA_KEY].items():
         for k in ("a", "b"):
@@ -168,7 +176,8 @@ def test_reward_model_and_simpo_train_adapters_and_head_over_a_frozen_base(loade
     from w2s_jax.objectives import RewardModel
     from w2s_jax.objectives.policy import SimPO
 
-    model, params = with_lora(loaded.model, loaded.params, LORA, seed=0)
+    model, params = fresh(loaded)
+    head_before = np.asarray(params["reward_head"]["kernel"])
     ids, masks = sequences(8, seed=7)
     ids_r, masks_r = sequences(8, seed=8)
     extras = {"acc": np.ones(8, bool)} if objective == "simpo" else {
@@ -180,6 +189,5 @@ def test_reward_model_and_simpo_train_adapters_and_head_over_a_frozen_base(loade
     assert result.params["backbone"] is params["backbone"]
     b = result.params[LORA_KEY]["backbone/layers/attn/v_proj/kernel"]["b"]
     assert np.abs(np.asarray(b)).max() > 0
-    head_moved = np.abs(np.asarray(result.params["reward_head"]["kernel"])
-                        - np.asarray(params["reward_head"]["kernel"])).max()
+    head_moved = np.abs(np.asarray(result.params["reward_head"]["kernel"]) - head_before).max()
     assert (head_moved > 0) == (objective == "reward_model")  # the policy losses never read the head
