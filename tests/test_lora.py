@@ -51,7 +51,7 @@ def torch_weights(variant, torch_model, adapters, scale):
     return weights
 
 
-def response_loss_np_free(logits, ids, loss_mask):
+def response_loss(logits, ids, loss_mask):
     """-sum over tokens t+1 of log p(ids[t+1] | <= t), where loss_mask[t+1] (works on torch or jax arrays)."""
     lib = torch if isinstance(logits, torch.Tensor) else jnp
     logp = (torch.log_softmax(logits, -1) if lib is torch else jax.nn.log_softmax(logits, -1))[:, :-1]
@@ -79,7 +79,7 @@ def test_every_matching_kernel_is_adapted_with_the_documented_shapes(adapted):
     mlp = {"fc_in", "fc_out"} if variant in ("gpt2", "opt") else {"gate_proj", "up_proj", "down_proj"}
     assert kinds == {"q_proj", "k_proj", "v_proj", "o_proj"} | mlp
     cfg = ours.config
-    q, o = params[LORA_KEY]["backbone/layers/attn/q_proj/kernel"], params[LORA_KEY]["backbone/layers/attn/o_proj/kernel"]
+    q, o = (params[LORA_KEY][f"backbone/layers/attn/{name}/kernel"] for name in ("q_proj", "o_proj"))
     assert q["a"].shape == (cfg.num_layers, cfg.hidden_size, 3) and q["b"].shape == (cfg.num_layers, 3,
                                                                                    cfg.num_heads, cfg.head_dim)
     assert o["a"].shape == (cfg.num_layers, cfg.num_heads, cfg.head_dim, 3) and o["b"].shape == (
@@ -94,7 +94,7 @@ def test_forward_loss_and_gradients_equal_a_hand_written_low_rank_update(adapted
 
     def loss(lora_params):
         logits = model.apply({"params": {**params, LORA_KEY: lora_params}}, ids, mask)
-        return response_loss_np_free(logits, jnp.asarray(ids), jnp.asarray(loss_mask, jnp.float32)), logits
+        return response_loss(logits, jnp.asarray(ids), jnp.asarray(loss_mask, jnp.float32)), logits
 
     (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params[LORA_KEY])
 
@@ -103,7 +103,7 @@ def test_forward_loss_and_gradients_equal_a_hand_written_low_rank_update(adapted
     weights = torch_weights(variant, torch_model, adapters, LORA.scale)
     ids_t, mask_t = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
     ref_logits = torch.func.functional_call(torch_model, weights, (ids_t,), {"attention_mask": mask_t}).logits
-    ref_loss = response_loss_np_free(ref_logits, ids_t, torch.tensor(loss_mask, dtype=torch.float32))
+    ref_loss = response_loss(ref_logits, ids_t, torch.tensor(loss_mask, dtype=torch.float32))
     ref_loss.backward()
 
     real = mask[..., None].astype(bool)
