@@ -8,6 +8,11 @@ generated-code bytes. Peak = arguments + outputs - aliased (the donated state) +
     python -m benchmarks.memory_7b                       # 8 fake CPU devices, fsdp=8, 32 pairs x 512, bf16, remat
     python -m benchmarks.memory_7b --remat=none,dots_no_batch,full --micro=32,8 --objectives=rm
     python -m benchmarks.memory_7b --layers=32,2,4       # also fit per-layer scaling from smaller stacks
+    python -m benchmarks.memory_7b --devices=1 --objectives=dpo_lora --micro=8   # LoRA DPO, one device, bf16 base
+
+XLA:CPU has no bf16 dot: it converts bf16 weights to f32, and loop-invariant code motion hoists that copy of every
+layer out of the layer scan (+26 GiB for a bf16 7B; a GPU runs bf16 dots natively). Prefix `XLA_FLAGS="--xla_force_
+host_platform_device_count=1 --xla_disable_hlo_passes=while-loop-invariant-code-motion"` to measure without it.
 
 The mesh devices are fake CPU devices (`--xla_force_host_platform_device_count`, set here before JAX loads), so
 the figures are XLA:CPU's buffer assignment for the same partitioned program; a GPU build fuses differently (its
@@ -44,7 +49,9 @@ def parse_args(argv):
     p.add_argument("--micro", default="32", help="pairs per microbatch, comma-separated to try several")
     p.add_argument("--remat", default="full", help="remat policies to try: none, full, dots, dots_no_batch")
     p.add_argument("--layers", default="32", help="decoder layers, comma-separated (32 = the real model)")
-    p.add_argument("--objectives", default="rm,dpo", help="rm (BCE on soft labels) and/or dpo")
+    p.add_argument("--objectives", default="rm,dpo", help="rm (BCE on soft labels), dpo and/or dpo_lora (frozen "
+                   "bf16 base, fp32 LoRA adapters on q/k/v/o, `configs/po_mistral7b_lora.py`)")
+    p.add_argument("--lora_rank", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16", help="compute dtype (master weights stay float32)")
     p.add_argument("--logp_chunk", type=int, default=128, help="DPO: time steps per log-softmax chunk")
     p.add_argument("--budget_gib", type=float, default=60.0)
@@ -91,18 +98,19 @@ def main(argv=None) -> dict:
     return report
 
 
-def model_config(layers: int, dtype: str, remat: str):
+def model_config(layers: int, dtype: str, remat: str, param_dtype: str = "float32"):
     import transformers
 
     from w2s_jax.models import registry
 
     hf = transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B)
-    return registry.config_from_hf(hf, param_dtype="float32", dtype=dtype, remat_policy=remat, scan_layers=True,
+    return registry.config_from_hf(hf, param_dtype=param_dtype, dtype=dtype, remat_policy=remat, scan_layers=True,
                                    attention_impl="xla")
 
 
-def abstract_state(cfg, mesh, optimizer):
-    """TrainState of ShapeDtypeStructs in the shardings the real run uses (`step.init_state`'s)."""
+def abstract_state(cfg, mesh, optimizer, lora=None):
+    """(TrainState, params, frozen) of ShapeDtypeStructs in the shardings the real run uses (`step.init_state`'s);
+    with `lora`, the state holds adapters + head and `frozen` the base (as `Trainer.fit` splits them)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -114,10 +122,15 @@ def abstract_state(cfg, mesh, optimizer):
     boxed = abstract_params(cfg, reward_head=True)
     params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
                           param_shardings(boxed, mesh))
+    frozen = None
+    if lora is not None:
+        from w2s_jax.models.lora import LORA_KEY, LoraModel, init_adapters
+
+        params, frozen = LoraModel.split({**params, LORA_KEY: init_adapters(params, lora, 0)})
     opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                              jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
     step = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh))
-    return TrainState(step=step, params=params, opt_state=opt_state), params
+    return TrainState(step=step, params=params, opt_state=opt_state), params, frozen
 
 
 def abstract_batch(objective: str, mesh, pairs: int, micro: int, seq: int):
@@ -129,6 +142,7 @@ def abstract_batch(objective: str, mesh, pairs: int, micro: int, seq: int):
     if pairs % micro:
         raise ValueError(f"--micro={micro} must divide --pairs={pairs}")
     n_micro = pairs // micro
+    objective = objective.removesuffix("_lora")
     tokens = {"rm": ("ids_a", "mask_a", "ids_b", "mask_b"),
               "dpo": ("ids_a", "mask_a", "loss_mask_a", "ids_b", "mask_b", "loss_mask_b")}[objective]
     per_pair = {"rm": ("label", "gt", "valid"), "dpo": ("valid", "acc", "ref_c", "ref_r")}[objective]
@@ -147,30 +161,35 @@ def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
     from w2s_jax.train.optim import make_optimizer
     from w2s_jax.train.trainer import Trainer
 
+    from w2s_jax.models.lora import LoraConfig, LoraModel
+
     mesh = make_mesh(args.data, args.fsdp, args.tensor)
-    cfg = model_config(layers, args.dtype, remat)
-    model = Transformer(cfg)
+    lora = LoraConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank) if objective == "dpo_lora" else None
+    cfg = model_config(layers, args.dtype, remat, "bfloat16" if lora else "float32")
+    model = Transformer(cfg) if lora is None else LoraModel(Transformer(cfg), lora)
     if objective == "rm":
         unit, schedule, lr = RewardModel("bce"), "cosine_to_zero", 1e-5
-    elif objective == "dpo":
+    elif objective in ("dpo", "dpo_lora"):
         unit, schedule, lr = DPO(beta=0.1, chunk_size=args.logp_chunk or None), "warmup_constant", 1e-6
     else:
-        raise ValueError(f"unknown objective {objective!r}; rm or dpo")
+        raise ValueError(f"unknown objective {objective!r}; rm, dpo or dpo_lora")
     optimizer = make_optimizer(lr, 1000, schedule)
     started = time.time()
-    state, params = abstract_state(cfg, mesh, optimizer)
+    state, params, frozen = abstract_state(cfg, mesh, optimizer, lora)
     batch = abstract_batch(objective, mesh, args.pairs, micro, args.seq)
-    compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000).compile()
+    compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000,
+                                                abstract_frozen=frozen).compile()
     seconds = time.time() - started
     mem = compiled.memory_analysis()
-    n_params = sum(x.size for x in jax_leaves(params))
+    n_params = sum(x.size for x in jax_leaves((params, frozen)))
     arg, out, alias, temp = (mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.alias_size_in_bytes,
                              mem.temp_size_in_bytes)
     code = mem.generated_code_size_in_bytes
     peak = arg + out - alias + temp
     return {"objective": objective, "layers": layers, "params": int(n_params), "remat_policy": remat,
             "micro_pairs": micro, "n_micro": args.pairs // micro, "pairs": args.pairs, "seq": args.seq,
-            "mesh": dict(mesh.shape), "compute_dtype": args.dtype, "param_dtype": "float32",
+            "mesh": dict(mesh.shape), "compute_dtype": args.dtype, "param_dtype": cfg.param_dtype,
+            "lora_rank": lora.rank if lora else 0, "trainable_params": int(sum(x.size for x in jax_leaves(params))),
             "argument_gib": arg / GIB, "output_gib": out / GIB, "alias_gib": alias / GIB, "temp_gib": temp / GIB,
             "generated_code_gib": code / GIB, "peak_gib": peak / GIB, "total_with_code_gib": (peak + code) / GIB,
             "fits_budget": peak / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}

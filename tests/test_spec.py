@@ -31,12 +31,15 @@ def config(name="rm_helpful.py:demo"):
 CHANGED = {"model": {"name": "other"}, "param_dtype": "bfloat16", "dtype": "bfloat16", "tokenizer": "tok-2",
            "max_len": 41, "data": H2, "n_train": 999, "labels": "weak:" + H2, "stage": "sft",
            "objective": {"kind": "logconf", "alpha": None}, "lr": 2e-3, "epochs": 3, "schedule": "constant",
-           "batch_size": 17, "seed": 1, "parent": H2}
+           "batch_size": 17, "seed": 1, "parent": H2,
+           "lora": {"rank": 8, "alpha": 16.0, "targets": "backbone/layers/attn/(q_proj|v_proj)/kernel"}}
 
 
 def test_the_fingerprint_is_sha256_of_the_spec_as_json():
     spec = spec_of(config())
-    expected = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()).hexdigest()
+    fields = dataclasses.asdict(spec)
+    assert fields.pop("lora") is None  # LoRA off: the field is left out, so older fingerprints stay valid
+    expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     assert spec.fingerprint == expected
 
 

@@ -38,6 +38,7 @@ from w2s_jax.eval.inference import score_pairs as _score_reward_pairs
 from w2s_jax.eval.inference import score_policy_pairs
 from w2s_jax.eval.results_file import load_results
 from w2s_jax.models.build import build_model
+from w2s_jax.models.lora import join_params, split_params
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import make_mesh
 from w2s_jax.models.tokenizer_store import load_saved_tokenizer
@@ -204,8 +205,9 @@ def load_trained(workdir: str | os.PathLike, role: str, seed: int | None = None,
     tokenizer = _tokenizer(spec, directory.parent.parent, trust)
     runtime = {"param_dtype": spec["param_dtype"], "dtype": spec["dtype"]}
     base = build_model(spec["model"], what=role, mesh=mesh, seed=spec["seed"], max_len=spec["max_len"],
-                       runtime=runtime, tokenizer=tokenizer, trust_remote_code=trust)
-    params = _restore(directory, meta, spec, base.params)
+                       runtime=runtime, tokenizer=tokenizer, trust_remote_code=trust, lora=spec.get("lora"))
+    trainable, frozen = split_params(base.model, base.params)  # LoRA: the checkpoint holds adapters + head only
+    params = join_params(base.model, _restore(directory, meta, spec, trainable), frozen)
     return TrainedModel(role, seed, workdir, results.get("experiment", ""), entry, spec, base.config, base.model,
                         params, tokenizer, config, mesh)
 

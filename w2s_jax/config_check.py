@@ -155,6 +155,13 @@ def validate(c, n_devices: int | None = None):
     _choice(c, "model.dtype", tuple(DTYPES))
     _choice(c, "model.remat_policy", REMAT_POLICIES)
     _choice(c, "model.attention_impl", ATTENTION_IMPLS)
+    if "lora" in c.model:
+        from w2s_jax.models.lora import LoraConfig
+
+        try:
+            LoraConfig.from_config(c.model.lora)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config.{e}") from None
     if c.experiment == "reward_model":
         lr = c.train.lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:

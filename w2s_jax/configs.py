@@ -63,7 +63,10 @@ def base_config() -> ConfigDict:
     c.strong = model_spec("gpt2-medium")
     c.intermediate = model_spec("")  # bootstrapping students only (weak -> intermediate -> strong)
     c.model = ConfigDict({"param_dtype": "float32", "dtype": "float32", "remat_policy": "none",
-                          "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False})
+                          "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False,
+                          # low-rank adapters (w2s_jax/models/lora.py): rank 0 = full fine-tuning; targets: a
+                          # regex fullmatched on kernel paths ("" = the q/k/v/o attention projections)
+                          "lora": ConfigDict({"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": ""})})
     c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
                           "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32,
                           # pack the sequences of a batch into rows of >= pack_len tokens (same math, less padding)

@@ -92,7 +92,8 @@ class PreferenceExperiment(Experiment):
         started = time.time()
         model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
-                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
+                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir,
+                            lora=c.model.get("lora"))
         _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
                                  SequenceDataset(pairs.ids_a, pairs.loss_mask_a))
         store = self.store(role, spec)

@@ -80,7 +80,8 @@ class RewardModelExperiment(Experiment):
         spec = self._spec(which, dataset, objective, labels_origin)
         model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
-                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
+                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir,
+                            lora=c.model.get("lora"))
         started = time.time()
         store, result = self.fit(role, spec, objective, model.model, model.params, dataset)
         test = self.test[which]

@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from w2s_jax.models.lora import LoraConfig
 from w2s_jax.train.optim import SCHEDULE_NAMES
 
 # config fields (and subtrees) that change how results are computed, never what they are
@@ -48,6 +49,7 @@ class TrainedModelSpec:
     batch_size: int
     seed: int
     parent: str | None = None  # the fingerprint of the stage this one starts from (SFT before DPO / SimPO)
+    lora: dict | None = None  # the adapters' rank, alpha and targets (`models.lora`); None: full fine-tuning
 
     def __post_init__(self):
         problems = []
@@ -74,7 +76,10 @@ class TrainedModelSpec:
             raise ValueError(f"trained-model spec ({self.stage}): " + "; ".join(problems))
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["lora"] is None:  # full fine-tuning keeps the fingerprints it had before LoRA existed
+            del out["lora"]
+        return out
 
     @property
     def fingerprint(self) -> str:
@@ -86,5 +91,6 @@ def spec_from_config(config, which: str, model: dict | None = None, **fields) ->
     pretrained base's fingerprint), dtypes, max_len and batch size; `fields` the rest (tokenizer, data, n_train,
     labels, stage, objective, lr, epochs, schedule, seed, parent)."""
     model = config[which].to_dict() if model is None else model
+    lora = LoraConfig.from_config(config.model.get("lora")).spec()
     return TrainedModelSpec(model=model, param_dtype=config.model.param_dtype, dtype=config.model.dtype,
-                            max_len=config.data.max_len, batch_size=config.train.batch_size, **fields)
+                            max_len=config.data.max_len, batch_size=config.train.batch_size, lora=lora, **fields)

@@ -8,6 +8,7 @@ from jax.sharding import Mesh
 from w2s_jax.models.config import ModelConfig, runtime_overrides
 from w2s_jax.models.convert import Pretrained, from_pretrained, init_params
 from w2s_jax.models.heads import Transformer
+from w2s_jax.models.lora import LoraConfig, with_lora
 
 MODEL_TYPE_OF_FAMILY = {"gpt2": "gpt2", "opt": "opt", "llama": "llama"}
 LEARNED_POSITIONS = ("gpt2", "opt")
@@ -51,12 +52,13 @@ def check_compatible(cfg: ModelConfig, tokenizer, max_len: int, what: str) -> No
 
 def build_model(spec: Mapping[str, Any], *, what: str, mesh: Mesh, seed: int, max_len: int,
                 runtime: Mapping[str, Any], tokenizer=None, trust_remote_code: bool = False,
-                cache_dir=None) -> Pretrained:
+                cache_dir=None, lora: Mapping[str, Any] | None = None) -> Pretrained:
     """Fresh base weights (+ a reward head initialised with `seed`) for one training run.
 
     A pretrained spec may set `num_layers` (keep the checkpoint's first k layers); a GGUF name
     (`gguf:<package>`, `<path>.gguf`) is dequantised once into `cache_dir` (default ~/.cache/w2s_jax/gguf).
-    What was done is in the result's `.provenance`."""
+    What was done is in the result's `.provenance`. With `lora` (`model.lora`, rank > 0) the model is a
+    `models.lora.LoraModel` and the params carry fresh adapters (seeded by `seed`) beside the frozen base."""
     init = spec.get("init", "pretrained")
     if init == "pretrained":
         layers = spec.get("num_layers", None)
@@ -78,4 +80,9 @@ def build_model(spec: Mapping[str, Any], *, what: str, mesh: Mesh, seed: int, ma
     else:
         raise ModelSpecError(f"{what}.init must be 'pretrained' or 'random', got {init!r}")
     check_compatible(loaded.config, loaded.tokenizer, max_len, what)
+    try:
+        lora_cfg = LoraConfig.from_config(lora)
+    except ValueError as e:
+        raise ModelSpecError(f"{what}: {e}") from None
+    loaded.model, loaded.params = with_lora(loaded.model, loaded.params, lora_cfg, seed)
     return loaded

@@ -91,17 +91,24 @@ def default_micro_batch(batch_size: int, max_len: int, rows: int, platform: str,
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings: TrainState,
-                    nsteps: int) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+                    nsteps: int, frozen_shardings=None, join: Callable | None = None
+                    ) -> Callable[..., tuple[TrainState, dict]]:
     """Jitted `(state, microbatches) -> (new_state, metrics)`; metrics are per-example means over the batch,
-    plus `grad_norm`, `lr_step` and the raw `count`."""
+    plus `grad_norm`, `lr_step` and the raw `count`.
+
+    With `frozen_shardings` (LoRA: the base weights), the step is `(state, microbatches, frozen)`: the loss reads
+    `join(state.params, frozen)` and only `state.params` is differentiated and updated; `frozen` is an argument
+    (never a constant baked into the program) and is neither donated nor returned."""
 
     mesh = _mesh_of(shardings)
 
-    def step(state: TrainState, micro: dict):
+    def step(state: TrainState, micro: dict, frozen=None):
         with activation_sharding(mesh):
-            return _step(state, micro)
+            if frozen is None:
+                return _step(state, micro, loss_fn)
+            return _step(state, micro, lambda p, mb, prog: loss_fn(join(p, frozen), mb, prog))
 
-    def _step(state: TrainState, micro: dict):
+    def _step(state: TrainState, micro: dict, loss_fn: LossFn):
         progress = state.step.astype(jnp.float32) / nsteps
 
         def accumulate(carry, mb):
@@ -125,7 +132,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
         metrics.update(loss=loss_sum / denom, count=count, grad_norm=optax.global_norm(grads))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
+    if frozen_shardings is None:
+        return jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
+    return jax.jit(step, in_shardings=(shardings, None, frozen_shardings), out_shardings=(shardings, None),
+                   donate_argnums=(0,))
 
 
 def _mesh_of(shardings) -> Mesh | None:

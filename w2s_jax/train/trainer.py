@@ -16,9 +16,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import jax
+
 from w2s_jax import distributed, faults
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, pack_row_len, train_batches
 from w2s_jax.data.packing import Packing
+from w2s_jax.models.lora import join_params, split_params
 from w2s_jax.progress import progress
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
@@ -90,15 +93,21 @@ class Trainer:
         optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
         return optimizer, step_lib.init_state(params, optimizer)
 
-    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int):
-        """The jitted `(state, microbatches) -> (state, metrics)` of `objective` on `model`."""
-        return step_lib.make_train_step(objective.loss_fn(model, self.layout), optimizer, state_shardings, nsteps)
+    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int, frozen_shardings=None):
+        """The jitted `(state, microbatches[, frozen]) -> (state, metrics)` of `objective` on `model` (`frozen`:
+        the base weights of a LoRA model, `models.lora`)."""
+        join = (lambda p, f: join_params(model, p, f)) if frozen_shardings is not None else None
+        return step_lib.make_train_step(objective.loss_fn(model, self.layout), optimizer, state_shardings, nsteps,
+                                        frozen_shardings, join)
 
-    def lower(self, objective, model, optimizer, abstract_state, abstract_batch: dict, nsteps: int = 1000):
+    def lower(self, objective, model, optimizer, abstract_state, abstract_batch: dict, nsteps: int = 1000,
+              abstract_frozen=None):
         """The step lowered ahead of time on ShapeDtypeStructs (with their shardings): `.compile()` it for XLA's
         memory analysis and FLOP count; nothing is allocated."""
         shardings = step_lib.state_shardings(abstract_state)
-        return self.step_fn(objective, model, optimizer, shardings, nsteps).lower(abstract_state, abstract_batch)
+        frozen_sh = None if abstract_frozen is None else jax.tree.map(lambda x: x.sharding, abstract_frozen)
+        args = (abstract_state, abstract_batch) + (() if abstract_frozen is None else (abstract_frozen,))
+        return self.step_fn(objective, model, optimizer, shardings, nsteps, frozen_sh).lower(*args)
 
     def fit(self, params, objective, model, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
             store: ModelStore | None = None, desc: str = "train") -> TrainResult:
@@ -127,20 +136,23 @@ class Trainer:
         return None, found, complete
 
     def _fit(self, params, objective, model, dataset, spec: TrainSpec, nsteps: int, store, desc: str):
+        params, frozen = split_params(model, params)  # LoRA: only adapters + head train and are checkpointed
         optimizer, state = self.init(params, spec, nsteps)
         start = 0
         if store is not None:
             finished, found, complete = self._restore(store, state, nsteps, desc)
             if finished is not None:
                 log.info("%s: reusing finished checkpoint %s", desc, store.directory)
-                return TrainResult(finished, 0, True, [])
+                return TrainResult(join_params(model, finished, frozen), 0, True, [])
             if found is not None:
                 start, state = found
                 log.info("%s: resuming from step %d of %d (%s)", desc, start, nsteps, store.directory)
             if found is None or complete:
                 store.mark("training", steps=nsteps)
             distributed.sync(f"train-start:{store.fingerprint}")
-        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps)
+        frozen_sh = None if frozen is None else jax.tree.map(lambda x: x.sharding, frozen)
+        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps, frozen_sh)
+        extra = () if frozen is None else (frozen,)
         prepare, schedule = self.prepare(objective, dataset), make_schedule(spec.lr, nsteps, spec.schedule)
         history: list[dict] = []
         shapes: dict[tuple, None] = {}
@@ -151,7 +163,7 @@ class Trainer:
         for k, batch in enumerate(bar, start=start):
             micro = self.place(prepare(batch, spec.n_micro))
             shapes[tuple(sorted((name, tuple(v.shape)) for name, v in micro.items()))] = None
-            state, metrics = step_fn(state, micro)
+            state, metrics = step_fn(state, micro, *extra)
             metrics = {name: float(v) for name, v in distributed.fetch_global_tree(metrics).items()}
             self._check_finite(metrics, k, store, desc)
             metrics.update(step=k + 1, lr=float(schedule(k)))
@@ -166,7 +178,7 @@ class Trainer:
         if store is not None:
             store.finish(nsteps, state)
             distributed.sync(f"train-end:{store.fingerprint}")
-        return TrainResult(state.params, nsteps - start, False, history, list(shapes))
+        return TrainResult(join_params(model, state.params, frozen), nsteps - start, False, history, list(shapes))
 
     @staticmethod
     def _check_finite(metrics: dict, k: int, store, desc: str) -> None:
