@@ -293,3 +293,18 @@ def test_only_result_changing_fields_count(tmp_path):
     other.strong.arch.hidden_size = 48
     with pytest.raises(ValueError, match="strong.arch.hidden_size: 32 there, 48 here"):
         check_results_config(other, tmp_path)
+
+
+def test_a_field_added_since_counts_only_off_its_default(tmp_path):
+    """An older package's results.json lacks fields added later (model.lora, data.files, ...): reusing its work
+    directory is fine while they hold their defaults, refused once one is set."""
+    from w2s_jax.experiments.guard import check_results_config
+
+    old = json.loads(get_config().to_json_best_effort())
+    del old["model"]["lora"], old["data"]["files"]
+    (tmp_path / "results.json").write_text(json.dumps({"config": old, "models": []}))
+    check_results_config(get_config(), tmp_path)
+    other = get_config()
+    other.model.lora.rank = 4
+    with pytest.raises(ValueError, match=r"model.lora.rank: '<absent>' there, 4 here"):
+        check_results_config(other, tmp_path)

@@ -23,9 +23,22 @@ def _flat(tree: Any, prefix: str = "") -> dict:
     return out
 
 
+def _builder_defaults(config) -> dict:
+    """The flat default config of `config`'s experiment: a field that a newer package added (absent from an older
+    results.json) counts as unchanged while it keeps this default."""
+    from w2s_jax import configs
+
+    if config.get("experiment") in configs.PO_ALGORITHMS:
+        default = configs.preference_config(config.experiment, "paper", "configs/guard.py")
+    else:
+        default = configs.base_config()
+    return _flat(json.loads(json.dumps(default.to_dict(), default=str)))
+
+
 def config_differences(config, workdir: str | Path) -> list[str] | None:
     """None when `workdir/results.json` is absent; else the result-relevant fields where its config differs from
-    `config` ("field: old there, new here"; the result-neutral ones, `spec.RESULT_NEUTRAL_FIELDS`, never count).
+    `config` ("field: old there, new here"; the result-neutral ones, `spec.RESULT_NEUTRAL_FIELDS`, never count, nor
+    does a field the old config lacks while it holds its default: one added to the package since).
     An unreadable results.json raises ValueError."""
     path = Path(workdir) / "results.json"
     if not path.exists():
@@ -37,9 +50,12 @@ def config_differences(config, workdir: str | Path) -> list[str] | None:
                          "--workdir, or --overwrite to replace it") from None
     new = json.loads(json.dumps(config.to_dict(), default=str))
     old_flat, new_flat = _flat(old), _flat(new)
+    absent = object()
+    defaults = _builder_defaults(config)
+    added = {k for k in set(new_flat) - set(old_flat) if defaults.get(k, absent) == new_flat[k]}
     return [f"{k}: {old_flat.get(k, '<absent>')!r} there, {new_flat.get(k, '<absent>')!r} here"
             for k in sorted(set(old_flat) | set(new_flat))
-            if not is_result_neutral(k) and old_flat.get(k, "<absent>") != new_flat.get(k, "<absent>")]
+            if not is_result_neutral(k) and k not in added and old_flat.get(k, "<absent>") != new_flat.get(k, "<absent>")]
 
 
 def check_results_config(config, workdir: str | Path) -> None:
