@@ -1,9 +1,6 @@
-"""What the benchmarks share: arguments, the GPT-2 tokenizer, step timing, the Trainer's compiled step, result files
-and tables, and the offline runs of `w2s_jax.main`.
-
-The GPT-2 tokenizer is read from TOKENIZER_DIR, built there once from the openai-whisper sdist asset:
-    pip download --no-deps openai-whisper==20250625 -d /tmp/whisper
-"""
+"""What the benchmarks share: arguments, the GPT-2 tokenizer (built once in TOKENIZER_DIR from the asset of
+`pip download --no-deps openai-whisper==20250625 -d /tmp/whisper`), timing, the Trainer's compiled step, result
+files, tables and runs of `w2s_jax.main`."""
 from __future__ import annotations
 
 import argparse
@@ -42,8 +39,6 @@ def parser(doc: str, out: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
     return p
 
-
-# ------------------------------------------------------------------------------------------------ tokenizer
 
 
 def _read_tiktoken(asset: str) -> bytes:
@@ -98,8 +93,6 @@ def gpt2_tokenizer(directory: Path = TOKENIZER_DIR):
     return tok
 
 
-# ------------------------------------------------------------------------------------------------ timing
-
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -141,8 +134,6 @@ def compiled_steps(trainer, objective, model, params, lr: float, schedule: str =
     return state, lambda micro: trainer.lower(objective, model, optimizer, state, micro, nsteps).compile()
 
 
-# ------------------------------------------------------------------------------------------------ results
-
 
 def header(name: str, argv=None, modules=("jax",)) -> dict:
     """Who, where and when of a result file, with the versions of `modules`."""
@@ -177,8 +168,6 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]], header: b
         print(" ".join(f"{r[key]:{spec}}" if key in r else f"{'-':{width(spec)}}" for _, key, spec in columns),
               flush=True)
 
-
-# ------------------------------------------------------------------------------------------------ experiments
 
 
 def run_main(flags: list[str], check: bool = True, quiet: bool = True) -> tuple[float, int]:

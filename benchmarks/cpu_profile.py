@@ -21,9 +21,18 @@ import statistics
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from w2s_jax.models import layers
+from w2s_jax.models.build import random_config
+from w2s_jax.models.convert import init_params
+from w2s_jax.models.heads import Transformer
+from w2s_jax.models.sharding import make_mesh
+from w2s_jax.objectives import RewardModel
+from w2s_jax.train.trainer import Trainer
 
 FLAGS = ("", "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
          "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY")
@@ -31,8 +40,6 @@ PAIRS, T = 4, 256
 
 
 def median_time(fn, *args) -> float:
-    import jax
-
     return statistics.median(common.call_times(lambda: jax.block_until_ready(fn(*args)), repeat=3))
 
 
@@ -44,22 +51,12 @@ def batch(leading=()):
 
 
 def model(scan: bool = True, dtype: str = "float32", mesh=None):
-    from w2s_jax.models.build import random_config
-    from w2s_jax.models.convert import init_params
-    from w2s_jax.models.heads import Transformer
-
     cfg = random_config(dict(family="gpt2", hidden_size=768, num_layers=12, num_heads=12), 50304, 1024,
                         scan_layers=scan, dtype=dtype)
     return Transformer(cfg), init_params(cfg, mesh, 0)
 
 
 def run_step(scan: bool, dtype: str) -> dict:
-    import jax
-
-    from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.objectives import RewardModel
-    from w2s_jax.train.trainer import Trainer
-
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
     net, params = model(scan, dtype, mesh)
     trainer = Trainer(mesh, (T,))
@@ -75,12 +72,6 @@ def run_step(scan: bool, dtype: str) -> dict:
 
 
 def run_parts(variant: str) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    import w2s_jax.models.layers as layers
-    from w2s_jax.objectives import RewardModel
-
     if variant == "no_activation":
         layers.ACTIVATIONS["gelu_new"] = lambda x: x
     if variant == "no_attention":
@@ -93,9 +84,6 @@ def run_parts(variant: str) -> dict:
 
 
 def run_attention() -> dict:
-    import jax
-    import jax.numpy as jnp
-
     rows, heads, dim = 2 * PAIRS, 12, 64
     q, k, v, g = (jax.random.normal(key, (rows, T, heads, dim)) for key in jax.random.split(jax.random.PRNGKey(0), 4))
     lengths = jnp.full((rows,), T, jnp.int32)

@@ -44,8 +44,10 @@ def summarize(results: dict) -> dict:
         summary["regions"] = region_errors(correct)
     if results["config"]["data"].get("source") == "demo":  # (family, harmful) of every test example, regenerated
         tiers = [tier_of(p) for p in demo_splits(ConfigDict(results["config"]["data"])).test]
-        summary["tier_accuracy"] = {role: {f"{fam}/{'harmful' if h else 'benign'}": round(float(
-            c[[t == (fam, h) for t in tiers]].mean()), 4) for fam, h in sorted(set(tiers))} for role, c in correct.items()}
+        in_tier = {f"{fam}/{'harmful' if h else 'benign'}": np.array([t == (fam, h) for t in tiers])
+                   for fam, h in sorted(set(tiers))}
+        summary["tier_accuracy"] = {role: {name: round(float(c[m].mean()), 4) for name, m in in_tier.items()}
+                                    for role, c in correct.items()}
         if "regions" in summary:  # where complying is the harm: the requests that are harmful
             summary["regions_harmful_requests"] = region_errors(correct, np.array([h for _, h in tiers]))
     return summary
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = common.header("demo_time", argv)
     wall, _ = common.run_main([f"--config={args.config}", f"--workdir={workdir}", *args.overrides])
     results, run_log = (json.loads((workdir / f).read_text()) for f in ("results.json", "run_log.json"))
-    report |= {"command": " ".join(["python -m w2s_jax.main", f"--config={args.config} --workdir=DIR", *args.overrides]),
+    command = ["python -m w2s_jax.main", f"--config={args.config}", "--workdir=DIR", *args.overrides]
+    report |= {"command": " ".join(command),
                "wall_seconds": round(wall, 1),
                "pretrain_seconds": {which: b.get("seconds") for which, b in run_log.get("bases", {}).items()},
                "model_seconds": {str(r["seed"]): {role: m["seconds"] for role, m in r["models"].items()}
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
         for key in ("regions", "regions_harmful_requests"):
             print(f"error per region, {key}: sizes {report.get(key, {}).get('sizes')}")
             for role, errors in report.get(key, {}).get("error", {}).items():
-                print(f"{role:>22}  " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in errors.items()))
+                print(f"{role:>22}  " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}"
+                                                  for k, v in errors.items()))
     print(f"written {path}")
     return report
 

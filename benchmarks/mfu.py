@@ -27,9 +27,18 @@ import os
 import statistics
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from w2s_jax.data.packing import Packing
+from w2s_jax.models.build import random_config
+from w2s_jax.models.convert import init_params
+from w2s_jax.models.heads import Transformer
+from w2s_jax.models.sharding import make_mesh
+from w2s_jax.objectives import DPO, RewardModel
+from w2s_jax.train.trainer import Trainer
 
 SHAPES = {
     "gpt2-xl": (dict(family="gpt2", hidden_size=1600, num_layers=48, num_heads=25), 50304),
@@ -75,8 +84,6 @@ def model_flops(cfg, lengths, lm_head: bool) -> float:
 
 def host_batch(unit, dpo: bool, layout: str, rows: int, args, vocab: int, rng) -> tuple[dict, np.ndarray]:
     """One step's host microbatches in `layout` (the objective's own preparation) and every sequence's length."""
-    from w2s_jax.data.packing import Packing
-
     lengths = np.full(2 * (rows // 2), args.seq)
     if layout == "packed":  # HH-like lengths (log-normal around ~100 tokens) filling ~90 % of the rows
         lengths = np.zeros(0, np.int64)
@@ -104,15 +111,6 @@ def host_batch(unit, dpo: bool, layout: str, rows: int, args, vocab: int, rng) -
 
 def measure(args, name: str, objective: str, layout: str, remat: str, rows: int, peak: float,
             attention: str = "auto") -> dict:
-    import jax
-
-    from w2s_jax.models.build import random_config
-    from w2s_jax.models.convert import init_params
-    from w2s_jax.models.heads import Transformer
-    from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.objectives import DPO, RewardModel
-    from w2s_jax.train.trainer import Trainer
-
     arch, vocab = SHAPES[name]
     cfg = random_config(arch, vocab, max(args.seq, 1024), param_dtype="float32", dtype=args.dtype,
                         remat_policy=remat, scan_layers=True, attention_impl=attention)
@@ -158,12 +156,6 @@ def measure(args, name: str, objective: str, layout: str, remat: str, rows: int,
 def attention_check() -> dict:
     """Relative error of cuDNN attention against XLA's on small bf16 models (padded rows, and packed rows where
     cuDNN reads the segment mask as a bias): max |a - b| / max |b| of the final hidden states, per family."""
-    import jax.numpy as jnp
-
-    from w2s_jax.models.build import random_config
-    from w2s_jax.models.convert import init_params
-    from w2s_jax.models.heads import Transformer
-
     out, rng = {}, np.random.default_rng(1)
     for family in ("llama", "gpt2"):
         arch = dict(family=family, hidden_size=256, num_layers=2, num_heads=4)
@@ -184,19 +176,15 @@ def attention_check() -> dict:
 def matmul_rate(m: int = 8192, k: int = 8192, n: int = 8192) -> float:
     """FLOP/s of one bf16 [m, k] @ [k, n] product on random data, median of 10 after a warm-up (8192^3: the
     device's practical ceiling)."""
-    import jax
-    import jax.numpy as jnp
-
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    a, b, f = jax.random.normal(k1, (m, k), jnp.bfloat16), jax.random.normal(k2, (k, n), jnp.bfloat16), jax.jit(jnp.matmul)
+    a, b = jax.random.normal(k1, (m, k), jnp.bfloat16), jax.random.normal(k2, (k, n), jnp.bfloat16)
+    f = jax.jit(jnp.matmul)
     return 2 * m * k * n / statistics.median(common.call_times(lambda: f(a, b).block_until_ready(), 10))
 
 
 def layer_gemms(args, tokens: int) -> list[dict]:
     """The forward matmuls of one decoder layer of each model at `tokens` tokens, alone, in bf16: what the chip
     gives each shape (the backward pass runs the same shapes transposed)."""
-    from w2s_jax.models.build import random_config
-
     rows = []
     for name in args.models.split(","):
         cfg = random_config(*SHAPES[name], 1024)
@@ -211,8 +199,6 @@ def layer_gemms(args, tokens: int) -> list[dict]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import jax
-
     dev = jax.devices()[0]
     peak = args.peak or next((PEAK_BF16[k] for k in sorted(PEAK_BF16, key=len, reverse=True) if k in dev.device_kind),
                              float("nan"))

@@ -92,7 +92,7 @@ def host_data(a) -> dict:
     fixed |= {f"mask_{s}": np.ones(shape, np.int32) for s in "ab"}
     fixed |= {"label": rng.integers(0, 2, shape[0]).astype(np.float32), "gt": np.zeros(shape[0], np.float32),
               "valid": np.ones(shape[0], bool)}
-    return {"buckets": buckets, "rm": take(rm), "policy": take(policy), "policy_dataset": policy,
+    return {"buckets": buckets, "rm": take(rm), "rm_dataset": rm, "policy": take(policy), "policy_dataset": policy,
             "fixed": [fixed] * a.steps, "test": test,
             "test_batches": list(eval_batches(test, a.eval_batch, buckets=buckets))}
 
@@ -126,7 +126,6 @@ def worker_jax(a) -> dict:
     import jax
 
     from w2s_jax.data.batches import PairDataset
-    from w2s_jax.data.packing import Packing
     from w2s_jax.eval.inference import score_pairs, score_policy_pairs
     from w2s_jax.models.convert import from_pretrained
     from w2s_jax.models.sharding import make_mesh
@@ -137,24 +136,25 @@ def worker_jax(a) -> dict:
     mesh, buckets = make_mesh(devices=jax.devices()[:1]), data["buckets"]
     loaded = from_pretrained(str(a.weights), reward_head=True)
 
-    def run_training(name, objective, lr, batches, layout="packed"):
-        trainer = Trainer(mesh, buckets, layout=layout, pack_len=a.pack_len if layout == "packed" else None)
+    def run_training(name, objective, lr, batches, dataset=None):
+        packed = dataset is not None  # rm_fixed: padded rows, nothing to pack
+        trainer = Trainer(mesh, buckets, layout="packed" if packed else "padded",
+                          pack_len=a.pack_len if packed else None)
         params = jax.tree.map(lambda x: x.copy(), loaded.params)
-        holder = {}
-        holder["state"], compile_for = common.compiled_steps(trainer, objective, loaded.model, params, lr, nsteps=100)
-        packing = Packing(a.pack_len, buckets, row_multiple=1) if layout == "packed" else None
-        prepare = lambda b: trainer.place(objective.prepare(b, 1, layout, packing))  # noqa: E731
-        shape = lambda m: tuple(m["ids" if "ids" in m else "ids_a"].shape)  # noqa: E731
+        state, compile_for = common.compiled_steps(trainer, objective, loaded.model, params, lr, nsteps=100)
+        prepare, holder = trainer.prepare(objective, dataset), {"state": state}
         compiled, computed, started = {}, 0, time.perf_counter()
-        for m in map(prepare, batches):  # every shape compiled once, before the timed steps
-            if shape(m) not in compiled:
-                compiled[shape(m)] = compile_for(m)
-            computed += int(np.prod(shape(m))) * (1 if "ids" in m else 2)
+        for micro in (trainer.place(prepare(b, 1)) for b in batches):  # every shape compiled before the timed steps
+            ids = micro["ids"] if "ids" in micro else micro["ids_a"]
+            if ids.shape not in compiled:
+                compiled[ids.shape] = compile_for(micro)
+            computed += ids.size * (1 if "ids" in micro else 2)
         compile_seconds = time.perf_counter() - started
 
         def one(batch):
-            micro = prepare(batch)
-            holder["state"], metrics = compiled[shape(micro)](holder["state"], micro)
+            micro = trainer.place(prepare(batch, 1))
+            step = compiled[micro["ids" if "ids" in micro else "ids_a"].shape]
+            holder["state"], metrics = step(holder["state"], micro)
             float(metrics["loss"])
 
         return {**common.timed_block(f"ours {name}", one, batches), **tokens(batches),
@@ -162,33 +162,38 @@ def worker_jax(a) -> dict:
                 "token_fill": tokens(batches)["real_tokens"] / computed}
 
     if "rm_train" in a.workloads:
-        out["rm_train"] = run_training("rm_train", RewardModel("bce"), RM_LR, data["rm"])
+        out["rm_train"] = run_training("rm_train", RewardModel("bce"), RM_LR, data["rm"], data["rm_dataset"])
     if "rm_fixed" in a.workloads:
-        out["rm_fixed"] = run_training("rm_fixed", RewardModel("bce"), RM_LR, data["fixed"], "padded")
-    if "dpo_train" in a.workloads:
-        # the reference log-probs of every pair the steps use, computed once (what the pipeline caches)
-        used, ds = np.unique(np.concatenate([b["index"] for b in data["policy"]])), data["policy_dataset"]
-        sub = PairDataset(*([getattr(ds, k)[i] for i in used] for k in ("ids_a", "ids_b", "loss_mask_a", "loss_mask_b")))
-        score = lambda: score_policy_pairs(loaded.model, loaded.params, sub, batch_size=a.eval_batch,  # noqa: E731
-                                           mesh=mesh, buckets=buckets, chunk_size=128, pack_len=a.pack_len)[:2]
-        score()  # compile
+        out["rm_fixed"] = run_training("rm_fixed", RewardModel("bce"), RM_LR, data["fixed"])
+    policy = data["policy_dataset"]
+    if "dpo_train" in a.workloads:  # the reference log-probs of the pairs the steps use, once (as the pipeline does)
+        used = np.unique(np.concatenate([b["index"] for b in data["policy"]]))
+        sub = PairDataset(*([getattr(policy, k)[i] for i in used] for k in ("ids_a", "ids_b", "loss_mask_a",
+                                                                             "loss_mask_b")))
+
+        def reference():
+            return score_policy_pairs(loaded.model, loaded.params, sub, batch_size=a.eval_batch, mesh=mesh,
+                                      buckets=buckets, chunk_size=128, pack_len=a.pack_len)[:2]
+
+        reference()  # compiles
         started = time.perf_counter()
-        refs, ref_seconds = score(), time.perf_counter() - started
-        where = {int(i): k for k, i in enumerate(used)}
-        batches = [{**b, **{key: r[[where[int(i)] for i in b["index"]]] for key, r in zip(("ref_c", "ref_r"), refs)}}
+        refs, ref_seconds = reference(), time.perf_counter() - started
+        row = {int(i): k for k, i in enumerate(used)}
+        batches = [b | {key: r[[row[int(i)] for i in b["index"]]] for key, r in zip(("ref_c", "ref_r"), refs)}
                    for b in data["policy"]]
-        out["dpo_train"] = {**run_training("dpo_train", DPO(beta=DPO_BETA, chunk_size=128), PO_LR, batches),
+        out["dpo_train"] = {**run_training("dpo_train", DPO(beta=DPO_BETA, chunk_size=128), PO_LR, batches, policy),
                             "reference_once_seconds": ref_seconds, "reference_pairs": len(used)}
     if "simpo_train" in a.workloads:
         objective = SimPO(beta=SIMPO_BETA, gamma=SIMPO_GAMMA, chunk_size=128)
-        out["simpo_train"] = run_training("simpo_train", objective, PO_LR, data["policy"])
+        out["simpo_train"] = run_training("simpo_train", objective, PO_LR, data["policy"], policy)
     if "score_test" in a.workloads:
         z = {}
-        score = lambda: z.update(z=score_pairs(loaded.model, loaded.params, data["test"], batch_size=a.eval_batch,  # noqa
-                                               mesh=mesh, buckets=buckets, mode="pmap", pack_len=a.pack_len))
-        started = time.perf_counter()
-        score()  # compiles every shape
-        first = time.perf_counter() - started
+
+        def score():
+            z["z"] = score_pairs(loaded.model, loaded.params, data["test"], batch_size=a.eval_batch, mesh=mesh,
+                                 buckets=buckets, mode="pmap", pack_len=a.pack_len)
+
+        first = common.call_times(score, 1, 0)[0]  # compiles every shape
         out["score_test"] = {**timed_once("ours score_test", score, len(data["test"])), "first_run_seconds": first,
                              "z": z["z"].tolist()}
     return out
@@ -248,7 +253,8 @@ def summarize(a, ours: dict, torch_: dict) -> list[dict]:
     rate = lambda entry: entry["pairs"] / sum(entry["seconds"])  # noqa: E731
     return [{"workload": w, "contender": f"torch-{kind}", "ours_pairs_per_s": rate(ours[w]),
              "torch_pairs_per_s": rate(entry), "ratio": rate(ours[w]) / rate(entry), "ours_cores": ours[w]["cores"],
-             "torch_cores": entry["cores"]} for w in a.workloads if w in ours for kind, entry in torch_.get(w, {}).items()]
+             "torch_cores": entry["cores"]}
+            for w in a.workloads if w in ours for kind, entry in torch_.get(w, {}).items()]
 
 
 def spawn(argv: list[str], worker: str, tmp: Path) -> dict:
