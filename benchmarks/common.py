@@ -40,7 +40,6 @@ def parser(doc: str, out: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-
 def _read_tiktoken(asset: str) -> bytes:
     if asset.endswith(".tiktoken"):
         return Path(asset).read_bytes()
@@ -138,10 +137,13 @@ def compiled_steps(trainer, objective, model, params, lr: float, schedule: str =
 def header(name: str, argv=None, modules=("jax",)) -> dict:
     """Who, where and when of a result file, with the versions of `modules`."""
     versions = {m: importlib.import_module(m).__version__ for m in modules} | {"python": platform.python_version()}
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
     return {"benchmark": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "hostname": socket.gethostname(), "argv": sys.argv[1:] if argv is None else list(argv),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-                        "loadavg_before": os.getloadavg()}, "versions": versions}
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "processor": cpu.group(1) if cpu else platform.processor(), "loadavg_before": os.getloadavg()},
+            "versions": versions}
 
 
 def result_path(out: Path, prefix: str) -> Path:

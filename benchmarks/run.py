@@ -22,6 +22,7 @@ timed steps. Writes benchmarks/results/<host>-<date>.json and prints a table of 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -221,7 +222,8 @@ def worker_torch(a) -> dict:
             batches, out[workload] = data["rm" if workload == "rm_train" else "fixed"], {}
             for kind in a.torch if workload == "rm_train" else ["batched"]:
                 trunk, head, opt = fresh_rm()
-                step = lambda b: torch_ref.rm_step(trunk, head, opt, b, a.torch_micro, kind == "1pair")  # noqa
+                step = functools.partial(torch_ref.rm_step, trunk, head, opt, micro=a.torch_micro,
+                                         one_pair=kind == "1pair")
                 out[workload][kind] = {**common.timed_block(f"torch-{kind} {workload}", step, batches),
                                        **tokens(batches)}
     for workload, algorithm, beta, gamma in (("dpo_train", "dpo", DPO_BETA, 0.0),
@@ -231,8 +233,8 @@ def worker_torch(a) -> dict:
             for kind in a.torch:
                 policy = transformers.GPT2LMHeadModel.from_pretrained(a.weights).train()
                 opt = torch.optim.Adam(policy.parameters(), lr=PO_LR)
-                step = lambda b: torch_ref.policy_step(policy, reference, opt, b, a.torch_micro, algorithm,  # noqa
-                                                       beta, gamma, kind == "1pair")
+                step = functools.partial(torch_ref.policy_step, policy, reference, opt, micro=a.torch_micro,
+                                         algorithm=algorithm, beta=beta, gamma=gamma, one_pair=kind == "1pair")
                 out[workload][kind] = {**common.timed_block(f"torch-{kind} {workload}", step, data["policy"]),
                                        **tokens(data["policy"])}
     if "score_test" in a.workloads:
