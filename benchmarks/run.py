@@ -1,8 +1,6 @@
-"""The benchmark suite: our training and scoring against PyTorch + `transformers` doing the same work.
-
-One invocation runs every workload in one process per framework (first ours, then torch, never both at once) on
-the same real pairs of ../shared/data/hh-single-turn, the same random GPT-2-small-shaped fp32 weights (made by
-torch, saved as safetensors, loaded by both) and the same host batches:
+"""The benchmark suite: our training and scoring against PyTorch + `transformers` doing the same work, one process
+per framework (ours first, never both at once), on the same real pairs of ../shared/data/hh-single-turn, the same
+random GPT-2-small-shaped fp32 weights (saved as safetensors, loaded by both) and the same host batches.
 
   rm_train     reward-model step (BCE on A/B), batch --batch-size pairs
   rm_fixed     the same step at a fixed full shape: --fixed-pairs pairs x 2 x --max-len tokens, no padding at all
@@ -11,10 +9,9 @@ torch, saved as safetensors, loaded by both) and the same host batches:
   simpo_train  SimPO step (beta 2, gamma 1)
   score_test   z = r(A) - r(B) on the first --test-pairs pairs of harmless_test.jsonl, batches of --eval-batch
 
-Contenders (`benchmarks/torch_ref.py`): ours (the Trainer's step on packed rows of >= --pack-len tokens; every shape
-compiled before the timed steps, compile time and count reported), torch-batched (micro-batches of --torch-micro
-pairs) and torch-1pair (the original recipe). Each training contender runs one untimed warm-up step then --steps
-timed steps. Writes benchmarks/results/<host>-<date>.json and prints a table of pairs/s and ratios.
+Ours: the Trainer's step on packed rows of >= --pack-len tokens, every shape compiled before the timed steps (compile
+time and count reported); torch-batched and torch-1pair: `torch_ref.py`. A training contender runs one untimed
+warm-up step, then --steps timed ones. Writes benchmarks/results/<host>-<date>.json and prints a table of pairs/s.
 
     python -m benchmarks.run              # ~25 min on 2 idle cores
     python -m benchmarks.run --quick      # smoke run, a few minutes
@@ -112,15 +109,9 @@ def timed_once(name: str, fn, pairs: int) -> dict:
 
 
 def worker_prepare(a) -> None:
-    """Random GPT-2-small weights + reward head, saved once for both frameworks."""
-    import torch
-    import transformers
-    from safetensors.torch import save_file
+    from benchmarks.torch_ref import save_random_gpt2
 
-    torch.manual_seed(0)
-    transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(a.weights)
-    head = torch.nn.Linear(768, 1, bias=False)
-    save_file({"weight": head.weight.detach().contiguous()}, str(a.weights / "reward_head.safetensors"))
+    save_random_gpt2(a.weights)
 
 
 def worker_jax(a) -> dict:

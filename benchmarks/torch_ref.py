@@ -7,8 +7,20 @@ DPO runs the reference model every step (as TRL does without precomputed referen
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+import transformers
+from safetensors.torch import save_file
+
+
+def save_random_gpt2(directory: Path) -> None:
+    """Random GPT-2-small weights (seed 0) and a reward head, saved once for both frameworks."""
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(directory)
+    head = torch.nn.Linear(768, 1, bias=False)
+    save_file({"weight": head.weight.detach().contiguous()}, str(directory / "reward_head.safetensors"))
 
 
 def _rows(batch: dict, keys, sl: slice, sides: str) -> list[torch.Tensor]:
