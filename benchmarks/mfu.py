@@ -1,21 +1,13 @@
 """Model FLOPs utilisation of the reward-model and DPO train steps at 1.5B shapes, on one accelerator.
 
 The Trainer's real step (forward + backward + Adam, fp32 master weights, bf16 compute) of `RewardModel("bce")` and
-of `DPO` (reference log-probs cached, as the experiment does) on random weights of a shape:
-
-  gpt2-xl      GPT-2-XL: 48 layers, d 1600, 25 heads, vocab 50257 (padded to 50304), 1024 positions (1.56B)
-  llama-1.5b   Llama family: 24 layers, d 2048, 16 heads / 8 KV heads, MLP 8192, vocab 32000, untied (1.64B)
-
-Each row is one (model, objective, layout, remat policy, rows per step) setting at --seq tokens per row:
-  padded  every sequence is --seq real tokens (causal attention by length: cuDNN flash attention on GPU)
-  packed  sequences of HH-like random lengths (20..--max-seq-len, mean ~120) packed into rows of --seq tokens,
-          the layout the pipeline trains with (segment-masked attention)
-
-MFU = model FLOPs of the step / step time / the chip's dense bf16 peak. Model FLOPs count real tokens only:
-3 x (2 x matmul weights + causal attention 2 x 2 x heads x head_dim x (n + 1) / 2 per token of an n-token
-sequence + the LM head for DPO); remat recomputation is not counted. (XLA's own count, `xla_flops`, counts a
-scanned layer stack's body once, so it is no measure of the work.) The median of --steps timed steps after 2
-warm-ups. Writes <out>/mfu-<host>-<date>.json and prints a table.
+of `DPO` (reference log-probs cached) on random weights of SHAPES. A row is one (model, objective, layout, remat
+policy, rows per step) setting at --seq tokens per row. padded: every sequence is --seq real tokens (cuDNN flash
+attention on GPU); packed: HH-like random lengths (20..--max-seq-len, mean ~120) packed into rows with
+segment-masked attention, as the pipeline trains. MFU = model FLOPs of the real tokens (`model_flops`, remat
+recomputation not counted) / the median of --steps timed steps after 2 warm-ups / the chip's dense bf16 peak. XLA's
+own count (`xla_flops`) counts a scanned layer stack's body once: no measure of the work. Writes
+<out>/mfu-<host>-<date>.json and prints a table.
 
     python -m benchmarks.mfu                                   # every model x objective x the default settings
     python -m benchmarks.mfu --models gpt2-xl --objectives rm --settings padded:none:8,packed:full:32
@@ -40,6 +32,7 @@ from w2s_jax.models.sharding import make_mesh
 from w2s_jax.objectives import DPO, RewardModel
 from w2s_jax.train.trainer import Trainer
 
+# GPT-2-XL (1.56B, vocab 50257 padded to 50304); a Llama-family 1.64B (GQA 16/8, MLP 8192, untied)
 SHAPES = {
     "gpt2-xl": (dict(family="gpt2", hidden_size=1600, num_layers=48, num_heads=25), 50304),
     "llama-1.5b": (dict(family="llama", hidden_size=2048, num_layers=24, num_heads=16, num_kv_heads=8,
