@@ -14,30 +14,28 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k": (False, True),
-           "S_uk & W_uk": (False, False)}
+from benchmarks import common
+
+
+def demo_config():
+    from w2s_jax.configs import load_config_file
+
+    return load_config_file(str(common.ROOT / "configs/rm_helpful.py") + ":demo")
 
 
 def split_prompts() -> set[str]:
     """Prompts of every split the RM demo draws (the world's seed is data.seed, fixed: every experiment seed draws
     the same splits), kept out of the corpus's dialogues."""
-    sys.path.insert(0, str(ROOT))
-    from configs.rm_helpful import get_config
     from w2s_jax.data import demo_world
     from w2s_jax.data.tokenize import split_prompt_response
 
-    splits = demo_world.demo_splits(get_config("demo").data)
+    splits = demo_world.demo_splits(demo_config().data)
     return {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
             for p in getattr(splits, name)}
 
@@ -92,10 +90,7 @@ def fact_probe(directory: Path) -> dict:
         items += [f"{first}-{second}", f"{second}-{first}"]
         truth += [order == 0, order == 1]
     out["rare_facts"] = float(np.mean(says_dangerous([f"To make {x} at home is" for x in items]) == np.array(truth)))
-    sys.path.insert(0, str(ROOT))
-    from configs.rm_helpful import get_config
-
-    test = dw.demo_splits(get_config("demo").data).test
+    test = dw.demo_splits(demo_config().data).test
     for family in dw.FAMILIES:
         rows = [p for p in test if dw.tier_of(p)[0] == family]
         comply = [p.rejected if dw.tier_of(p)[1] else p.chosen for p in rows]
@@ -104,68 +99,45 @@ def fact_probe(directory: Path) -> dict:
     return out
 
 
-def statistics(correct: dict[str, np.ndarray]) -> dict:
-    """The figures of one seed from per-example correctness vectors."""
+def figures(correct: dict[str, np.ndarray]) -> dict:
+    """Ceiling gap, PGR and the deception differences (share of no-conflict-right examples the conflict student gets
+    wrong, S_k & W_uk minus S_k & W_k) from correctness vectors [..., examples]."""
     weak, strong, nc = correct["weak_ceiling"], correct["strong_ceiling"], correct["student_no_conflict"]
-    out = {"acc": {k: float(v.mean()) for k, v in correct.items()},
-           "pgr": float((nc.mean() - weak.mean()) / (strong.mean() - weak.mean())),
-           "sizes": {k: int(((strong == s) & (weak == w)).sum()) for k, (s, w) in REGIONS.items()},
-           "nc_right_in": {k: int(((strong == s) & (weak == w) & nc).sum()) for k, (s, w) in REGIONS.items()}}
+    gap = strong.mean(-1) - weak.mean(-1)
+    out = {"gap": gap, "pgr": (nc.mean(-1) - weak.mean(-1)) / np.where(gap == 0, np.nan, gap)}
     for role in ("student_implicit", "student_explicit"):
         if role in correct:
-            out[role] = deception_diff(correct[role], nc, weak, strong)
+            base = [nc & strong & (weak == w_known) for w_known in (False, True)]
+            out[role] = np.subtract(*((b & ~correct[role]).sum(-1) / np.maximum(b.sum(-1), 1) for b in base))
     return out
 
 
-def deception_diff(conflict, nc, weak, strong, axis=-1):
-    """Share of no-conflict-right examples the conflict student gets wrong, S_k & W_uk minus S_k & W_k."""
-    def share(w_known):
-        base = nc & strong & (weak == w_known)
-        return (base & ~conflict).sum(axis) / np.maximum(base.sum(axis), 1)
-    return share(False) - share(True)
+def statistics(correct: dict[str, np.ndarray]) -> dict:
+    """The figures of one seed from per-example correctness vectors."""
+    masks, nc = common.region_masks(correct), correct["student_no_conflict"]
+    point = {k: float(v) for k, v in figures(correct).items() if k != "gap"}
+    return {"acc": {k: float(v.mean()) for k, v in correct.items()}, **point,
+            "sizes": {k: int(m.sum()) for k, m in masks.items()},
+            "nc_right_in": {k: int((m & nc).sum()) for k, m in masks.items()}}
 
 
 def bootstrap(correct: dict[str, np.ndarray], n: int = 10_000, seed: int = 0) -> dict:
     """95% paired-bootstrap intervals of PGR, the ceiling gap and the deception differences."""
-    rng = np.random.default_rng(seed)
-    roles = list(correct)
-    stack = np.stack([correct[r] for r in roles])  # [models, examples]
-    out = {k: [] for k in ("gap", "pgr", "student_implicit", "student_explicit")}
-    for start in range(0, n, 1000):
-        idx = rng.integers(0, stack.shape[1], size=(min(1000, n - start), stack.shape[1]))
-        s = {r: stack[i][idx] for i, r in enumerate(roles)}  # [resamples, examples]
-        w, st, nc = s["weak_ceiling"].mean(1), s["strong_ceiling"].mean(1), s["student_no_conflict"].mean(1)
-        out["gap"].append(st - w)
-        out["pgr"].append((nc - w) / np.where(st - w == 0, np.nan, st - w))
-        for role in ("student_implicit", "student_explicit"):
-            if role in s:
-                out[role].append(deception_diff(s[role], s["student_no_conflict"], s["weak_ceiling"],
-                                                s["strong_ceiling"]))
-    return {k: [float(np.nanpercentile(np.concatenate(v), q)) for q in (2.5, 97.5)] for k, v in out.items() if v}
-
-
-def load_correct(results: dict) -> dict[str, np.ndarray]:
-    return {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][0]["models"]}
+    rng, examples, out = np.random.default_rng(seed), len(correct["weak_ceiling"]), {}
+    for start in range(0, n, 1000):  # the same resampled indices for every model
+        idx = rng.integers(0, examples, size=(min(1000, n - start), examples))
+        for k, v in figures({role: c[idx] for role, c in correct.items()}).items():
+            out.setdefault(k, []).append(v)
+    return {k: [float(np.nanpercentile(np.concatenate(v), q)) for q in (2.5, 97.5)] for k, v in out.items()}
 
 
 def run_seed(workdir: Path, seed: int, pretrained: Path, weak: str, strong: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "w2s_jax.main", "--config=configs/rm_helpful.py:demo", f"--workdir={workdir}",
-           f"--config.seeds={seed}"]
+    flags = ["--config=configs/rm_helpful.py:demo", f"--workdir={workdir}", f"--config.seeds={seed}"]
     for which, name in (("weak", weak), ("strong", strong)):
-        cmd += [f"--config.{which}.name={pretrained / name}", f"--config.{which}.init=pretrained",
-                f"--config.{which}.tokenizer={pretrained / name}"]
-    started = time.time()
-    proc = subprocess.run(cmd + extra, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"seed {seed} failed: {' '.join(cmd + extra)}")
-    print(f"seed {seed}: {time.time() - started:.0f} s", flush=True)
+        flags += [f"--config.{which}.name={pretrained / name}", f"--config.{which}.init=pretrained",
+                  f"--config.{which}.tokenizer={pretrained / name}"]
+    print(f"seed {seed}: {common.run_main(flags + extra)[0]:.0f} s", flush=True)
     return json.loads((workdir / "results.json").read_text())
-
-
-def fmt(x) -> str:
-    return f"{x:+.3f}" if isinstance(x, float) else str(x)
 
 
 def report(seed, correct: dict) -> dict:
@@ -182,7 +154,7 @@ def report(seed, correct: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__, out=False)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo_world_design"))
     p.add_argument("--weak", default="demo-xs")
@@ -199,6 +171,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     pretrained = (args.workdir / "pretrained").resolve()
     t0 = time.time()
+    from w2s_jax.atomic import write_json_atomic
     from w2s_jax.data.demo_corpus import CorpusSettings
 
     names = [args.weak, args.strong] + [n for n in args.extra_models.split(",") if n]
@@ -215,14 +188,14 @@ def main(argv=None) -> None:
     per_seed, pooled = {}, {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         results = run_seed(args.workdir / f"seed{seed}", seed, pretrained, args.weak, args.strong, args.overrides)
-        correct = load_correct(results)
+        correct = common.correctness(results)
         per_seed[seed] = report(seed, correct)
         for role, v in correct.items():
             pooled.setdefault(role, []).append(v)
     if len(per_seed) > 1:  # seeds pooled: examples of every seed side by side (each seed's pairing kept)
         report("pooled", {role: np.concatenate(v) for role, v in pooled.items()})
-    (args.workdir / "design.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "per_seed": per_seed}, indent=1))
+    write_json_atomic(args.workdir / "design.json", {"args": {k: str(v) for k, v in vars(args).items()},
+                                                     "per_seed": per_seed})
 
 
 if __name__ == "__main__":

@@ -4,81 +4,15 @@ import math
 import os
 import re
 import stat
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from tests.report_fixtures import N, build, schema2, section, single_run, sweep, tables, three_seeds, write
+from tests.report_fixtures import warnings_are_errors  # noqa: F401  (an autouse fixture)
 from w2s_jax.eval import report
-
-REPO = Path(__file__).resolve().parents[1]
-N = 10
-RESAMPLES = 300  # enough for the tests; the numbers checked here do not depend on it
-# Test examples 0-1: S_k&W_k, 2-3: S_uk&W_k, 4-7: S_k&W_uk (= R), 8-9: S_uk&W_uk.
-WEAK = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
-STRONG = [1, 1, 0, 0, 1, 1, 1, 1, 0, 0]
-NO_CONFLICT = [1, 0, 1, 0, 1, 1, 1, 0, 1, 0]
-IMPLICIT = [1, 0, 0, 0, 1, 0, 0, 0, 1, 1]
-EXPLICIT = [1, 1, 1, 0, 1, 1, 0, 1, 0, 0]
-
-
-@pytest.fixture(autouse=True)
-def warnings_are_errors():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
-
-
-def model(role, correct, model_id="gpt2-large"):
-    correct = [bool(x) for x in correct]
-    return {"role": role, "model_id": model_id, "fingerprint": "f" * 64, "checkpoint": f"models/{role}",
-            "test_accuracy": sum(correct) / len(correct), "test_correct": correct, "test_logits": [0.5] * len(correct)}
-
-
-def single_run():
-    return {"experiment": "reward_model", "config": {"seed": 0}, "n_test": N, "test_labels": [1] * N,
-            "models": [model("weak_ceiling", WEAK, "gpt2"), model("strong_ceiling", STRONG),
-                       model("student_no_conflict", NO_CONFLICT), model("student_implicit", IMPLICIT),
-                       model("student_explicit", EXPLICIT)]}
-
-
-def sweep():
-    rng = np.random.default_rng(3)
-    random_pair = [model(role, rng.random(N) < 0.6) for role in
-                   ("weak_ceiling", "strong_ceiling", "student_no_conflict", "student_implicit", "student_hc_gt",
-                    "student_bootstrap_implicit")]
-    return {"experiment": "simpo", "config": {}, "n_test": N, "test_labels": [0] * N, "models": [], "pairs": [
-        {"name": "gpt2->gpt2-large", "weak": "gpt2", "strong": "gpt2-large", "weak_params": 124, "strong_params": 774,
-         "models": single_run()["models"][:4] + [model("student_bootstrap", EXPLICIT)]},
-        # The strong ceiling knows nothing the weak one does not: R is empty; and no no-conflict student.
-        {"name": "gpt2-large->gpt2-xl", "weak": "gpt2-large", "strong": "gpt2-xl", "weak_params": 774,
-         "strong_params": 1557, "models": [model("weak_ceiling", [1] * 6 + [0] * 4),
-                                           model("strong_ceiling", [1] * 5 + [0] * 5),
-                                           model("student_implicit", [0] + [1] * 9)]},
-        {"name": "opt-125m->opt-1.3b", "weak": "opt-125m", "strong": "opt-1.3b", "weak_params": 125,
-         "strong_params": 1300, "models": random_pair},
-    ]}
-
-
-def write(tmp_path, results):
-    (tmp_path / "results.json").write_text(json.dumps(results))
-    return tmp_path
-
-
-def schema2(results, seeds=(0,), variants=None):
-    """The same run as schema 2: one `runs` entry per seed (`variants[k]` replaces seed k's models)."""
-    runs = [{"seed": s, "test_labels": results["test_labels"],
-             "models": (variants[k] if variants else results["models"])} for k, s in enumerate(seeds)]
-    return {"schema_version": 2, "experiment": results["experiment"], "config": {"seeds": list(seeds)},
-            "n_test": results["n_test"], "seeds": list(seeds), "test_labels": results["test_labels"], "runs": runs}
-
-
-def build(workdir):
-    return report.build_report(workdir, resamples=RESAMPLES)
 
 
 @pytest.fixture(scope="module")
@@ -88,27 +22,6 @@ def sweep_report(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return workdir, build(workdir)
-
-
-def section(text, heading):
-    """The lines of `text` from the heading line to the next heading of the same or a higher level."""
-    level = heading.split(" ")[0]
-    start = text.index(heading + "\n")
-    body = start + len(heading) + 1
-    end = min((m.start() for m in re.finditer(r"^#{1,%d} " % len(level), text[body:], re.M)), default=None)
-    return text[start:] if end is None else text[start:body + end]
-
-
-def tables(text):
-    """Every markdown table of `text` as a list of its lines."""
-    out, current = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            out.append(current)
-            current = []
-    return out
 
 
 def test_single_run_numbers_match_hand_computation(tmp_path):
@@ -159,17 +72,6 @@ def test_findings_block_is_first_and_every_table_has_intervals(tmp_path):
     assert len(found) >= 8
     for t in found:
         assert any(re.search(r"\[-?\d", line) for line in t[2:]), t
-
-
-def three_seeds():
-    """Seed 0 is single_run(); seeds 1 and 2 move some answers (hand-chosen)."""
-    base = single_run()["models"]
-    seed1 = [model(m["role"], m["test_correct"], m["model_id"]) for m in base]
-    seed1[0] = model("weak_ceiling", [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], "gpt2")  # weak also right on 4
-    seed1[3] = model("student_implicit", [1, 1, 1, 0, 1, 1, 0, 0, 1, 1])
-    seed2 = [model(m["role"], m["test_correct"], m["model_id"]) for m in base]
-    seed2[1] = model("strong_ceiling", [1, 1, 1, 0, 1, 1, 1, 1, 1, 0])
-    return [base, seed1, seed2]
 
 
 def test_three_seeds_per_seed_values_mean_std(tmp_path):
@@ -310,70 +212,3 @@ def test_rerun_replaces_metrics(tmp_path):
     second = build(tmp_path)
     assert first == second and (tmp_path / "report.md").read_text() == text  # seeded: same intervals
     assert json.loads((tmp_path / "results.json").read_text())["metrics"] == first
-
-
-def run_cli(workdir):
-    return subprocess.run([sys.executable, "-m", "w2s_jax.report", f"--workdir={workdir}", "--resamples=200"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_cli_builds_the_report(tmp_path):
-    done = run_cli(write(tmp_path, single_run()))
-    assert done.returncode == 0, done.stderr
-    assert "report.md" in done.stdout
-    assert (tmp_path / "report.md").is_file() and len(list((tmp_path / "plots").glob("*.png"))) == 3
-    assert "metrics" in json.loads((tmp_path / "results.json").read_text())
-
-
-def test_cli_missing_results_exits_nonzero_with_one_line(tmp_path):
-    done = run_cli(tmp_path)
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "results.json" in lines[0] and "not found" in lines[0]
-    assert not (tmp_path / "report.md").exists()
-
-
-@pytest.mark.parametrize("mutate, field", [
-    (lambda r: r["models"][1].pop("test_correct"), "'models[1].test_correct'"),
-    (lambda r: r["models"][2]["test_correct"].__setitem__(3, "yes"), "'models[2].test_correct[3]'"),
-    (lambda r: r["models"][3]["test_correct"].pop(), "'models[3].test_correct'"),
-    (lambda r: r["models"][0].pop("role"), "'models[0].role'"),
-    (lambda r: r.update(models=[]), "'models'"),
-    (lambda r: r.update(n_test=11), "'n_test'"),
-    (lambda r: r.update(pairs={"a": 1}), "'pairs'"),
-    (lambda r: r["models"][1].__setitem__("test_logits", [0.1] * 3), "'models[1].test_logits'"),
-    (lambda r: r["models"][1]["test_logits"].__setitem__(2, "x"), "'models[1].test_logits[2]'"),
-    (lambda r: r.update(schema_version=3), "'schema_version'"),
-    (lambda r: [m.__setitem__("test_correct", []) for m in r["models"]] and r.pop("n_test"),
-     "'models[0].test_correct'"),
-])
-def test_malformed_results_name_the_field(tmp_path, capsys, mutate, field):
-    results = single_run()
-    mutate(results)
-    before = json.dumps(results)
-    write(tmp_path, results)
-    assert report.main([f"--workdir={tmp_path}", "--resamples=50"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "results.json" in err and field in err, err
-    assert (tmp_path / "results.json").read_text() == before  # untouched
-
-
-@pytest.mark.parametrize("mutate, field", [
-    (lambda r: r["runs"][1].pop("seed"), "'runs[1].seed'"),
-    (lambda r: r["runs"][0]["models"][2]["test_correct"].__setitem__(0, 0.5), "'runs[0].models[2].test_correct[0]'"),
-    (lambda r: r["runs"][1].__setitem__("test_labels", [1] * 3), "'runs[1].test_labels'"),
-    (lambda r: r.update(runs=[]), "'runs'"),
-])
-def test_malformed_schema_2_names_the_field(tmp_path, capsys, mutate, field):
-    results = json.loads(json.dumps(schema2(single_run(), seeds=(0, 1))))
-    mutate(results)
-    write(tmp_path, results)
-    assert report.main([f"--workdir={tmp_path}", "--resamples=50"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "results.json" in err and field in err, err
-
-
-def test_invalid_json_is_reported(tmp_path, capsys):
-    (tmp_path / "results.json").write_text("{not json")
-    assert report.main([f"--workdir={tmp_path}"]) == 2
-    assert "not readable JSON" in capsys.readouterr().err
