@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import result_path, write_report
-from benchmarks.real_rm import DATA, RESULTS, cpu_seconds
+from benchmarks.common import cpu_seconds, result_path, write_result
+from benchmarks.real_rm import DATA, RESULTS
 
 
 def main(argv=None) -> None:
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
         entry["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         report["variants"][variant] = entry
         print(variant, json.dumps(entry), flush=True)
-        write_report(path, report)
+        write_result(path, report)
         del state, step, compiled, batches, loaded
     print(f"wrote {path}")
 

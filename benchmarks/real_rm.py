@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import cpu_seconds, result_path, write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared/data/hh-single-turn"
 
@@ -232,11 +234,6 @@ def run_torch(args) -> dict:
             "loss_last": float(loss.item())}
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def summary(r: dict) -> dict:
     """Medians over the steps after the first; CPU seconds of the process per step, which on a busy machine
     say more about an idle one than wall seconds do (idle wall ~ CPU seconds / cores used)."""
@@ -253,7 +250,6 @@ def main(argv=None) -> None:
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         Path(args.worker_out).write_text(json.dumps(out))
         return
-    from benchmarks.common import result_path, write_report
 
     report = {"args": vars(args), "contenders": {}}
     path = result_path(RESULTS, f"real_rm-{args.objective}")
@@ -268,14 +264,14 @@ def main(argv=None) -> None:
         print(f"{who}: test acc {r['test_accuracy']:.4f} train {r['train_s']:.1f}s (step median "
               f"{r['step_median_s']:.2f}s, first {r['first_step_s']:.2f}s) peak RSS {r['peak_rss_mb']:.0f} MB",
               flush=True)
-        write_report(path, report)
+        write_result(path, report)
     c = report["contenders"]
     if "ours" in c and "torch" in c:
         report["speed_ratio_train"] = c["torch"]["train_s"] / c["ours"]["train_s"]
         report["speed_ratio_step_median"] = c["torch"]["step_median_s"] / c["ours"]["step_median_s"]
         print(f"ours/torch throughput: {report['speed_ratio_train']:.2f}x over training, "
               f"{report['speed_ratio_step_median']:.2f}x per median step", flush=True)
-    write_report(path, report)
+    write_result(path, report)
     print(f"wrote {path}")
 
 
