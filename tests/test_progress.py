@@ -67,3 +67,27 @@ def test_a_run_logged_to_a_pipe_has_no_carriage_returns_and_few_lines(tmp_path):
     trained = {DONE.match(x)["desc"] for x in done if " step in " in x}
     assert trained == {"weak_ceiling", "strong_ceiling", "student_no_conflict"}
     assert len(progress) <= wall / 0.5 + 2 * len(done), progress  # at most one line per interval, plus the ends
+
+
+def test_a_library_bar_becomes_two_plain_lines_off_a_terminal(monkeypatch, capsys):
+    """transformers' GGUF dequantisation draws a tqdm bar of its own: off a terminal it is dropped for one line
+    before and one after; on a terminal it is left alone. Hugging Face bars are switched off by environment."""
+    from tqdm import tqdm
+
+    from w2s_jax.progress import library_bars_as_a_line, quiet_library_bars
+
+    monkeypatch.setenv("W2S_PROGRESS", "lines")
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    with library_bars_as_a_line("dequantising m.gguf"):
+        for _ in tqdm(range(50), desc="Converting"):
+            pass
+    err = capsys.readouterr().err
+    assert "\r" not in err and "Converting" not in err
+    assert re.fullmatch(r"dequantising m.gguf \.\.\.\ndequantising m.gguf: done in 0:0\d\n", err), err
+    quiet_library_bars()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("W2S_PROGRESS", "bar")
+    with library_bars_as_a_line("x"):
+        for _ in tqdm(range(3), desc="Converting"):
+            pass
+    assert "Converting" in capsys.readouterr().err

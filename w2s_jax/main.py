@@ -119,6 +119,9 @@ def main(argv) -> None:
         return
     from w2s_jax import distributed
 
+    from w2s_jax.progress import quiet_library_bars
+
+    quiet_library_bars()  # before transformers / datasets load: their bars would fill a log with frames
     if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO; keep the console to progress bars
         logging.set_verbosity(logging.WARNING)
     try:  # before anything touches a JAX backend

@@ -11,6 +11,8 @@ so a log holds no carriage-return frames and a few lines per stage. `W2S_PROGRES
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import time
@@ -120,3 +122,24 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
 
         return tqdm(iterable, **kwargs)
     return Lines(iterable, **kwargs)
+
+
+def quiet_library_bars() -> None:
+    """Off a terminal, the Hugging Face libraries' own bars (weights loading, `datasets`) stay quiet too: their
+    carriage-return frames would fill a log. Call before they are imported."""
+    if mode() != "bar":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@contextlib.contextmanager
+def library_bars_as_a_line(what: str):
+    """Around a library call that draws its own tqdm bar whatever the settings (transformers' GGUF dequantisation):
+    off a terminal, the bar is dropped and one plain line says what runs and how long it took."""
+    if mode() == "bar":
+        yield
+        return
+    start = time.monotonic()
+    print(f"{what} ...", file=sys.stderr, flush=True)
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+    print(f"{what}: done in {_clock(time.monotonic() - start)}", file=sys.stderr, flush=True)

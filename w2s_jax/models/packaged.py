@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from w2s_jax.progress import library_bars_as_a_line
+
 DEFAULT_CACHE = Path("~/.cache/w2s_jax/gguf")
 RECORD = "w2s_dequantised.json"
 PREFIX = "gguf:"
@@ -126,7 +128,8 @@ def _dequantise(gguf_path: Path, out: Path) -> None:
     except ImportError as e:
         raise ImportError("dequantising GGUF files needs torch, gguf and accelerate: pip install -e .[gguf]") from e
     kwargs = dict(gguf_file=gguf_path.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+    with library_bars_as_a_line(f"dequantising {gguf_path.name} (once)"):
+        model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
     model.hf_quantizer = None  # the weights are plain float32 now; the saved config must not claim otherwise
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
