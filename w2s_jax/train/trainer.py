@@ -16,13 +16,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import jax
+
 from w2s_jax import distributed, faults
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, pack_row_len, train_batches
 from w2s_jax.data.packing import Packing
 from w2s_jax.progress import progress
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
-from w2s_jax.train.optim import make_optimizer, make_schedule
+from w2s_jax.train.optim import head_only as head_only_optimizer, make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class TrainSpec:
     schedule: str
     seed: int
     micro_batch_size: int | None = None  # None: the whole batch in one forward
+    optim: str = "adam"  # or "adafactor" (the original's --optim)
+    head_only: bool = False  # train the reward head alone (--linear_probe / --freeze_lm)
 
     @property
     def n_micro(self) -> int:
@@ -87,12 +91,18 @@ class Trainer:
 
     def init(self, params, spec: TrainSpec, nsteps: int):
         """(optimizer, TrainState) of a stage of `nsteps` steps."""
-        optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
+        optimizer = make_optimizer(spec.lr, nsteps, spec.schedule, optim=spec.optim)
+        if spec.head_only:
+            optimizer = head_only_optimizer(optimizer)
         return optimizer, step_lib.init_state(params, optimizer)
 
-    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int):
-        """The jitted `(state, microbatches) -> (state, metrics)` of `objective` on `model`."""
-        return step_lib.make_train_step(objective.loss_fn(model, self.layout), optimizer, state_shardings, nsteps)
+    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int, head_only: bool = False):
+        """The jitted `(state, microbatches) -> (state, metrics)` of `objective` on `model`. `head_only`: the
+        backbone is a constant of the loss (the original's detached features), so no gradient is computed for it."""
+        loss_fn = objective.loss_fn(model, self.layout)
+        if head_only:
+            loss_fn = _detached_backbone(loss_fn)
+        return step_lib.make_train_step(loss_fn, optimizer, state_shardings, nsteps)
 
     def lower(self, objective, model, optimizer, abstract_state, abstract_batch: dict, nsteps: int = 1000):
         """The step lowered ahead of time on ShapeDtypeStructs (with their shardings): `.compile()` it for XLA's
@@ -140,7 +150,7 @@ class Trainer:
             if found is None or complete:
                 store.mark("training", steps=nsteps)
             distributed.sync(f"train-start:{store.fingerprint}")
-        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps)
+        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps, spec.head_only)
         prepare, schedule = self.prepare(objective, dataset), make_schedule(spec.lr, nsteps, spec.schedule)
         history: list[dict] = []
         shapes: dict[tuple, None] = {}
@@ -179,3 +189,11 @@ class Trainer:
             "no checkpoint was written before it"
         raise NonFiniteLossError(f"{desc}: {bad} is {metrics[bad]} at step {k + 1}; stopping ({kept}). "
                                  "Lower train.lr or check the data.")
+
+
+def _detached_backbone(loss_fn):
+    def loss(params, mb, progress):
+        return loss_fn({k: v if k == "reward_head" else jax.lax.stop_gradient(v) for k, v in params.items()}, mb,
+                       progress)
+
+    return loss
