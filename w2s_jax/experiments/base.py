@@ -68,6 +68,7 @@ class Experiment:
         self.buckets = bucket_lengths(config.data.max_len, config.data.bucket_multiple, config.data.max_buckets)
         self.runtime = {k: config.model[k] for k in ("param_dtype", "dtype", "remat_policy", "scan_layers",
                                                      "attention_impl")}
+        self.runtime["reward_index"] = config.model.get("reward_index", "last")
         packed = bool(config.train.packing)
         self.trainer = Trainer(mesh, self.buckets, layout="packed" if packed else "padded",
                                pack_len=config.train.pack_len if packed else None, log_fn=self.metrics.write)
@@ -184,7 +185,8 @@ class Experiment:
     # -- one trained model -----------------------------------------------------------------------------------
     def train_spec(self, spec: TrainedModelSpec) -> TrainSpec:
         return TrainSpec(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs, schedule=spec.schedule,
-                         seed=spec.seed, micro_batch_size=self.config.train.micro_batch_size or None)
+                         seed=spec.seed, micro_batch_size=self.config.train.micro_batch_size or None,
+                         optim=spec.options.get("optim", "adam"), head_only=spec.options.get("head_only", False))
 
     def store(self, role: str, spec: TrainedModelSpec) -> ModelStore:
         """The checkpoint store of one trained model. Ceilings share one name whatever their place (a sweep's

@@ -81,7 +81,8 @@ class PreferenceExperiment(Experiment):
                                     **common)
         _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
                                  SequenceDataset(pairs.ids_a, pairs.loss_mask_a))
-        hparams = {"beta": po.beta, "alpha": float(c.conflict.alpha) if explicit else None, "chunk_size": chunk}
+        hparams = {"beta": po.beta, "alpha": float(c.conflict.alpha) if explicit else None, "chunk_size": chunk,
+                   "reward_type": po.get("reward_type", "reverse")}
         if self.algorithm == "simpo":
             hparams["gamma"] = po.gamma
         objective = POLICY_OBJECTIVES[self.algorithm](**hparams)

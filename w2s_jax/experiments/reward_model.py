@@ -119,9 +119,12 @@ class RewardModelExperiment(Experiment):
                    for name in SPLITS if getattr(self.splits, name)}
         self.test = {which: self._dataset(which, [("test", self.ab["test"])], self.ab["test"], self.ab["test"])
                      for which in self.model_keys}
-        bce, student_loss = RewardModel("bce"), RewardModel(c.train.loss)
+        # the original's --loss trains every model, --w2s_loss (when set) the students instead
+        ceiling_loss = RewardModel(c.train.loss)
+        student_loss = RewardModel(c.train.get("w2s_loss", "") or c.train.loss)
         ceiling = lambda role, which: self._train_and_score(  # noqa: E731
-            role, which, self._dataset(which, [("gt", self.ab["gt"])], self.ab["gt"], self.ab["gt"]), bce, "gt")
+            role, which, self._dataset(which, [("gt", self.ab["gt"])], self.ab["gt"], self.ab["gt"]), ceiling_loss,
+            "gt")
         weak = ceiling("weak_ceiling", "weak")
         models = [weak, ceiling("strong_ceiling", "strong")]
         soft = self.soft_labels(weak, "weak", "weak", self.ab["weak"], "weak")
