@@ -197,11 +197,14 @@ class Experiment:
                           final=self.config.train.get("final_checkpoint", "full"))
 
     def fit(self, role: str, spec: TrainedModelSpec, objective, model, params, dataset,
-            store: ModelStore | None = None) -> tuple[ModelStore, TrainResult]:
+            store: ModelStore | None = None, evaluate: Callable | None = None) -> tuple[ModelStore, TrainResult]:
+        """`evaluate(params) -> {"eval_loss", "eval_accuracy"}` on D_test (`eval.curves`): a curve point every
+        `train.eval_every` steps (0: never), written to metrics.jsonl beside the step's metrics."""
         store = store if store is not None else self.store(role, spec)
         try:
             return store, self.trainer.fit(params, objective, model, dataset, self.train_spec(spec), store=store,
-                                           desc=self.desc(role))
+                                           desc=self.desc(role), evaluate=evaluate,
+                                           eval_every=self.config.train.get("eval_every", 0))
         finally:
             store.close()
 

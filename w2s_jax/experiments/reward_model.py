@@ -20,6 +20,7 @@ from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import PairDataset
 from w2s_jax.data.loading import hash_arrays
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
+from w2s_jax.eval import curves
 from w2s_jax.eval.inference import score_pairs
 from w2s_jax.experiments.base import Experiment
 from w2s_jax.experiments.spec import spec_from_config
@@ -77,8 +78,10 @@ class RewardModelExperiment(Experiment):
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
                             trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
         started = time.time()
-        store, result = self.fit(role, spec, objective, model.model, model.params, dataset)
         test = self.test[which]
+        evaluate = lambda params: curves.reward_model_point(  # noqa: E731
+            self._score(model.model, params, test, f"{self.desc(role)}: eval"), test.extras["gt"])
+        store, result = self.fit(role, spec, objective, model.model, model.params, dataset, evaluate=evaluate)
         z = self.score_test(role, store, test,
                             lambda: self._score(model.model, result.params, test, f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)

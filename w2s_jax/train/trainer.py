@@ -62,6 +62,7 @@ class TrainResult:
     reused: bool
     history: list[dict]
     compiled_shapes: list[tuple] = field(default_factory=list)  # distinct input shapes = train-step compiles
+    evals: list[dict] = field(default_factory=list)  # the `eval_every` points: step, eval_loss, eval_accuracy
 
 
 class Trainer:
@@ -111,14 +112,21 @@ class Trainer:
         return self.step_fn(objective, model, optimizer, shardings, nsteps).lower(abstract_state, abstract_batch)
 
     def fit(self, params, objective, model, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
-            store: ModelStore | None = None, desc: str = "train") -> TrainResult:
-        """Train `params` on `dataset`; with a `store`, reuse it if finished and resume it if partial."""
+            store: ModelStore | None = None, desc: str = "train", evaluate: Callable[[Any], dict] | None = None,
+            eval_every: int = 0) -> TrainResult:
+        """Train `params` on `dataset`; with a `store`, reuse it if finished and resume it if partial.
+
+        `evaluate(params) -> {"eval_loss", "eval_accuracy", ...}` runs after every `eval_every`-th step and after the
+        last (the original's `eval_every`); its points go to `log_fn` and `TrainResult.evals`. It reads the
+        parameters between two steps and touches nothing the step uses (no RNG, no data order, no buffers), so the
+        trained parameters are bitwise those of a run without it."""
         nsteps = num_train_steps(len(dataset), spec.epochs, spec.batch_size)
         if nsteps < 1:
             raise ValueError(f"{desc}: {len(dataset)} examples x {spec.epochs} epochs give no full batch of "
                              f"{spec.batch_size}")
         with store.exclusive() if store is not None else contextlib.nullcontext():
-            return self._fit(params, objective, model, dataset, spec, nsteps, store, desc)
+            return self._fit(params, objective, model, dataset, spec, nsteps, store, desc,
+                             evaluate if eval_every else None, eval_every)
 
     def _restore(self, store: ModelStore, state, nsteps: int, desc: str):
         """(finished params or None, (start step, state) to resume from or None, whether the store was complete)."""
@@ -136,7 +144,8 @@ class Trainer:
                         f"resuming from step {found[0]}" if found else "training it again")
         return None, found, complete
 
-    def _fit(self, params, objective, model, dataset, spec: TrainSpec, nsteps: int, store, desc: str):
+    def _fit(self, params, objective, model, dataset, spec: TrainSpec, nsteps: int, store, desc: str,
+             evaluate=None, eval_every: int = 0):
         optimizer, state = self.init(params, spec, nsteps)
         start = 0
         if store is not None:
@@ -153,6 +162,7 @@ class Trainer:
         step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps, spec.head_only)
         prepare, schedule = self.prepare(objective, dataset), make_schedule(spec.lr, nsteps, spec.schedule)
         history: list[dict] = []
+        evals: list[dict] = []
         shapes: dict[tuple, None] = {}
         batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=self.buckets,
                                 start_step=start)
@@ -169,6 +179,11 @@ class Trainer:
             bar.set_postfix(loss=metrics["loss"], refresh=False)
             if self.log_fn is not None:
                 self.log_fn(desc, metrics)
+            if evaluate is not None and ((k + 1) % eval_every == 0 or k + 1 == nsteps):
+                point = {**evaluate(state.params), "step": k + 1}
+                evals.append(point)
+                if self.log_fn is not None:
+                    self.log_fn(desc, point)
             faults.point("after_step", k + 1, f"{desc}:{k + 1}")
             last_as_params = store is not None and k + 1 == nsteps and store.final == "params"  # `finish` writes it
             if store is not None and not last_as_params and store.save(k + 1, state):
@@ -176,7 +191,7 @@ class Trainer:
         if store is not None:
             store.finish(nsteps, state)
             distributed.sync(f"train-end:{store.fingerprint}")
-        return TrainResult(state.params, nsteps - start, False, history, list(shapes))
+        return TrainResult(state.params, nsteps - start, False, history, list(shapes), evals)
 
     @staticmethod
     def _check_finite(metrics: dict, k: int, store, desc: str) -> None:
