@@ -101,3 +101,21 @@ def test_head_only_freezes_the_backbone_bitwise_and_steps_the_head_like_adam(loa
     assert not np.array_equal(after["reward_head"]["kernel"], before["reward_head"]["kernel"])
     want = numpy_head_adam_step(loaded.model, loaded.params, batch, lr)
     np.testing.assert_allclose(after["reward_head"]["kernel"], want, rtol=1e-4, atol=1e-7)
+
+
+def test_adafactor_and_head_only_state_on_an_fsdp_mesh():
+    """Factored moments have other shapes than their params: they are replicated, the rest keeps the params'
+    sharding; one step runs on 8 devices."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from w2s_jax.models.sharding import make_mesh
+    from w2s_jax.train.optim import head_only
+
+    mesh = make_mesh(1, 8, 1, devices=jax.devices()[:8])
+    put = lambda x: jax.device_put(x, NamedSharding(mesh, P("fsdp", None)))  # noqa: E731
+    params = {"backbone": {"w": put(jnp.ones((16, 24)))}, "reward_head": {"kernel": put(jnp.full((16, 1), 0.5))}}
+    for optimizer in (make_optimizer(1e-3, 4, "constant", optim="adafactor"),
+                      head_only(make_optimizer(1e-3, 4, "constant", optim="adafactor"))):
+        state = step_lib.init_state(params, optimizer)
+        updates, _ = jax.jit(optimizer.update)(jax.tree.map(jnp.ones_like, params), state.opt_state, params)
+        assert np.isfinite(np.asarray(updates["reward_head"]["kernel"])).all()
