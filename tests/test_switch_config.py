@@ -51,6 +51,10 @@ def test_preference_switches(tmp_path):
     assert "w2s_loss" not in c.train and c.po.reward_type == "reverse"  # RM-only switches are not in its config
     c.po.reward_type = "sft"
     validate(c, n_devices=1)
+    c.model.reward_index = "nonzero_count"
+    with pytest.raises(ConfigError, match=r"^config.model.reward_index: places the reward head, which dpo runs"):
+        validate(c, n_devices=1)
+    c.model.reward_index = "last"
     c.po.reward_type = "forward"
     with pytest.raises(ConfigError, match=r"^config.po.reward_type: must be one of \['reverse', 'sft'\]"):
         validate(c, n_devices=1)

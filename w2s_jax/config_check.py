@@ -199,6 +199,9 @@ def _check_switches(c) -> None:
     _choice(c, "train.optim", OPTIMIZERS)
     _positive_int(c, "train.eval_every", allow_zero=True)
     _choice(c, "model.reward_index", REWARD_INDEXES)
+    if c.model.reward_index != "last" and c.experiment != "reward_model":
+        _fail("model.reward_index", f"places the reward head, which {c.experiment} runs never read; leave it 'last'",
+              c.model.reward_index)
     if c.model.reward_index != "last" and c.train.packing:
         _fail("model.reward_index", "the 'nonzero_count' quirk reads padded rows: set config.train.packing=False",
               c.model.reward_index)
