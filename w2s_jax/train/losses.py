@@ -217,7 +217,8 @@ def dpo_loss(
     """DPO (§3.4): ``-log σ(β[(S_π(c) - S_π(r)) - (S_ref(c) - S_ref(r))])`` on summed response log-probs.
 
     With ``conflict`` (§3.8, reverse; an ``SFTConflict`` adds h's NLL instead): the GT-harmful side h is the
-    rejected one where ``acc`` else the chosen one; on ``M = {(S_π(c) < S_π(r)) == acc}`` add ``α · -log σ(β · Δ_DPO(h ≻ other))`` (the DPO margin with h first).
+    rejected one where ``acc`` else the chosen one; on ``M = {(S_π(c) < S_π(r)) == acc}`` add
+    ``α · -log σ(β · Δ_DPO(h ≻ other))`` (the DPO margin with h first).
     Metrics: loss, chosen_reward / rejected_reward (Σ β(S_π - S_ref)), reward_accuracy (Σ 1[chosen_reward >
     rejected_reward], strict as in TRL), policy_accuracy (Σ 1[S_π(c) >= S_π(r)], the eval rule of §3.6), and with a
     conflict main_loss, conflict_loss (unweighted by α), conflict_active (|M|).

@@ -2,9 +2,9 @@
 
 Every run uses torch ``Adam(lr)`` = ``optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)``: no weight decay and no gradient
 clipping anywhere in the original code. ``optim="adafactor"`` is the original's ``--optim adafactor``
-(`adafactor`), and `head_only` trains the reward head alone (``--linear_probe`` / ``--freeze_lm``). A schedule is evaluated at the update index k = 0, 1, … (optax passes the
-count of updates already applied), which is the lr torch uses for its (k+1)-th ``optimizer.step()`` when the
-scheduler is stepped after each update.
+(`adafactor`), and `head_only` trains the reward head alone (``--linear_probe`` / ``--freeze_lm``). A schedule is
+evaluated at the update index k = 0, 1, … (optax passes the count of updates already applied), which is the lr torch
+uses for its (k+1)-th ``optimizer.step()`` when the scheduler is stepped after each update.
 """
 from __future__ import annotations
 
