@@ -20,6 +20,7 @@ setup(
         "absl-py>=2.0,<3",
         "transformers>=4.56,<6",
         "datasets>=3.0,<6",
+        "pyarrow>=15,<27",  # Parquet splits (data/readers.py); datasets needs it too
         "safetensors>=0.4.3,<1",
         "tokenizers>=0.20,<1",
         "numpy>=1.26,<3",

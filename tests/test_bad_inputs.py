@@ -82,7 +82,8 @@ DATA_CASES = [
 @pytest.mark.parametrize("bad_file, target, expected", DATA_CASES, ids=[f"{c[0]}->{c[1]}" for c in DATA_CASES])
 def test_bad_data_row_stops_before_compute(bad_file, target, expected, data_dir, tmp_path):
     shutil.copyfile(BAD / bad_file, data_dir / target)
-    proc, workdir = run_main(tmp_path, data_dir)
+    # the conflict set is read only for a student that trains on it
+    proc, workdir = run_main(tmp_path, data_dir, *(["--config.students=implicit"] if "conflict" in target else []))
     assert_stopped_cleanly(proc, workdir, expected)
 
 
@@ -91,7 +92,8 @@ def test_bad_data_row_stops_before_compute(bad_file, target, expected, data_dir,
     ("bigbench_no_examples.json", "bigbench_no_examples.json:examples: missing or empty list of examples"),
 ])
 def test_bad_bigbench_conflict_set(bad_file, expected, data_dir, tmp_path):
-    proc, workdir = run_main(tmp_path, data_dir, f"--config.data.conflict_path={BAD / bad_file}")
+    proc, workdir = run_main(tmp_path, data_dir, f"--config.data.conflict_path={BAD / bad_file}",
+                             "--config.students=implicit")
     assert_stopped_cleanly(proc, workdir, expected)
 
 
@@ -136,6 +138,7 @@ def test_bad_setting_stops_before_compute(case, data_dir, tmp_path):
             "config.data.conflict_path: file not found"
     elif case == "missing_default_conflict_set":
         (data_dir / "helpful_train.jsonl").unlink()
+        (data_dir / "conflict.jsonl").unlink()  # a default name of the conflict split too
         args = ["--config.data.conflict_path=", "--config.students=no_conflict,implicit"]
         expected = "config.data.conflict_path: not set and"
     elif case == "unwritable_workdir":

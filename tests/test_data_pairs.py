@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from w2s_jax.data import hub, readers
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.pairs import DataError, Pair
 
@@ -95,9 +96,9 @@ def test_empty_missing_and_all_bad_files_are_clear_errors(tmp_path):
 
 
 def make_paper_dir(directory: Path, rows_per_split: int = 5, with_conflict: bool = False) -> Path:
-    files = dict(pairs_lib.PAPER_FILES)
+    files = dict(readers.PAPER_FILES)
     if with_conflict:
-        files["conflict"] = pairs_lib.CONFLICT_FILE
+        files["conflict"] = readers.CONFLICT_FILE
     for split, name in files.items():
         rows = [json.dumps({"chosen": hh(f"{split}{i}", "no"), "rejected": hh(f"{split}{i}", "ok")})
                 for i in range(rows_per_split)]
@@ -106,28 +107,28 @@ def make_paper_dir(directory: Path, rows_per_split: int = 5, with_conflict: bool
 
 
 def test_load_paper_dir_slices_first_n(tmp_path):
-    splits = pairs_lib.load_paper_dir(make_paper_dir(tmp_path), n_gt=3, n_weak=5, n_test=2)
+    splits = readers.load_paper_dir(make_paper_dir(tmp_path), n_gt=3, n_weak=5, n_test=2)
     assert [len(splits.gt), len(splits.weak), len(splits.test)] == [3, 5, 2]
     assert splits.gt[2].chosen == hh("gt2", "no") and splits.test[1].line == 2
     assert splits.conflict is None and set(splits.skip_reports) == {"gt", "weak", "test"}
-    assert pairs_lib.load_paper_dir(tmp_path, n_conflict=0).conflict == []
+    assert readers.load_paper_dir(tmp_path, n_conflict=0).conflict == []
 
 
 def test_load_paper_dir_errors_name_the_path(tmp_path):
     make_paper_dir(tmp_path)
     with pytest.raises(DataError, match=r"harmless_train_gt\.jsonl: split 'gt': asked for 6 pairs, 5 valid"):
-        pairs_lib.load_paper_dir(tmp_path, n_gt=6)
-    with pytest.raises(DataError, match=r"helpful_train\.jsonl: file not found"):
-        pairs_lib.load_paper_dir(tmp_path, n_conflict=4)
+        readers.load_paper_dir(tmp_path, n_gt=6)
+    with pytest.raises(DataError, match=r"no file for the conflict split: expected one of helpful_train\.jsonl"):
+        readers.load_paper_dir(tmp_path, n_conflict=4)
     os.remove(tmp_path / "harmless_test.jsonl")
-    with pytest.raises(DataError, match=r"harmless_test\.jsonl: file not found"):
-        pairs_lib.load_paper_dir(tmp_path)
+    with pytest.raises(DataError, match=r"no file for the test split: expected one of harmless_test\.jsonl"):
+        readers.load_paper_dir(tmp_path)
     with pytest.raises(DataError, match="data directory not found"):
-        pairs_lib.load_paper_dir(tmp_path / "absent")
+        readers.load_paper_dir(tmp_path / "absent")
 
 
 def test_load_paper_dir_with_conflict_set(tmp_path):
-    splits = pairs_lib.load_paper_dir(make_paper_dir(tmp_path, with_conflict=True), n_conflict=4)
+    splits = readers.load_paper_dir(make_paper_dir(tmp_path, with_conflict=True), n_conflict=4)
     assert len(splits.conflict) == 4 and splits.conflict[0].chosen == hh("conflict0", "no")
 
 
@@ -142,7 +143,7 @@ HUB_ROWS = [
 
 
 def test_single_turn_filter_keeps_only_shared_prompt_single_turn_rows():
-    pairs, report = pairs_lib.filter_single_turn(HUB_ROWS, "hub")
+    pairs, report = hub.filter_single_turn(HUB_ROWS, "hub")
     assert [p.line for p in pairs] == [1, 6]
     assert dict(report.counts) == {"multi_turn": 2, "prompt_mismatch": 1, "chosen_equals_rejected": 1}
     assert pairs_lib.single_turn_prompt(hh("a", "b")) == "\n\nHuman: a\n\nAssistant:"
@@ -150,15 +151,15 @@ def test_single_turn_filter_keeps_only_shared_prompt_single_turn_rows():
 
 def test_split_pairs_is_seeded_disjoint_and_sized():
     pairs = [Pair(f"c{i}", f"r{i}") for i in range(20)]
-    first = pairs_lib.split_pairs(pairs, [4, 5, 6], seed=7)
-    assert first == pairs_lib.split_pairs(pairs, [4, 5, 6], seed=7)
-    assert first != pairs_lib.split_pairs(pairs, [4, 5, 6], seed=8)
+    first = hub.split_pairs(pairs, [4, 5, 6], seed=7)
+    assert first == hub.split_pairs(pairs, [4, 5, 6], seed=7)
+    assert first != hub.split_pairs(pairs, [4, 5, 6], seed=8)
     assert [len(b) for b in first] == [4, 5, 6]
     flat = [p.chosen for block in first for p in block]
     order = np.random.default_rng(7).permutation(20)[:15]
     assert flat == [f"c{i}" for i in order] and len(set(flat)) == 15
     with pytest.raises(DataError, match="have 20"):
-        pairs_lib.split_pairs(pairs, [10, 10, 1], seed=0)
+        hub.split_pairs(pairs, [10, 10, 1], seed=0)
 
 
 def test_load_hub_hh_wires_filter_and_split(monkeypatch):
@@ -172,7 +173,7 @@ def test_load_hub_hh_wires_filter_and_split(monkeypatch):
         return many + HUB_ROWS[1:3]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    splits = pairs_lib.load_hub_hh(sizes=(3, 3, 4), seed=1, conflict_data_dir="helpful-base", n_conflict=2)
+    splits = hub.load_hub_hh(sizes=(3, 3, 4), seed=1, conflict_data_dir="helpful-base", n_conflict=2)
     assert calls == [("Anthropic/hh-rlhf", "harmless-base", "train"), ("Anthropic/hh-rlhf", "helpful-base", "train")]
     assert [len(splits.gt), len(splits.weak), len(splits.test), len(splits.conflict)] == [3, 3, 4, 2]
     assert splits.skip_reports["gt"].counts["multi_turn"] == 1

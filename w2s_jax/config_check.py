@@ -5,6 +5,9 @@ import math
 import os
 
 from w2s_jax.configs import PO_DEAD_TRAIN_FIELDS
+from w2s_jax.data.hub import HH_NAME
+from w2s_jax.data.loading import conflict_file
+from w2s_jax.data.readers import SPLITS, default_names
 from w2s_jax.experiments import EXPERIMENTS
 from w2s_jax.experiments.base import parse_seeds, parse_students
 from w2s_jax.experiments.pretrain import DEMO_WORLD, PretrainSpec
@@ -44,6 +47,36 @@ def _get(c, field: str):
     return c
 
 
+def _check_files(c, conflict_students: list[str]) -> None:
+    """The conflict set is named (or found in data.dir) when a student trains on it (`conflict_students`), and
+    only then; the split files themselves are found, and read, before any model trains (`loading.load_splits`)."""
+    d = c.data
+    for split in SPLITS:
+        if not isinstance(d.files.get(split, ""), str):
+            _fail(f"data.files.{split}", "must be a path (a string)", d.files[split])
+    if d.files.conflict and d.conflict_path:
+        _fail("data.files.conflict", "and config.data.conflict_path both name the conflict file; set one",
+              d.files.conflict)
+    if d.conflict_path and not os.path.isfile(d.conflict_path):
+        _fail("data.conflict_path", "file not found", d.conflict_path)
+    needs_conflict = bool(conflict_students) and d.n_conflict > 0
+    named = conflict_file(d)[0]
+    if needs_conflict and not named and d.conflict_required:
+        _fail("data.conflict_path", f"this experiment needs its {c.conflict_name} conflict set as a JSONL of "
+              "{chosen, rejected} pairs; none ships with the package", d.conflict_path)
+    if d.source == "hub" and d.hub_name != HH_NAME:
+        if needs_conflict and not named and not d.hub_splits.conflict:
+            _fail("data.hub_splits.conflict", f"the student(s) {conflict_students} train on a conflict set: name its "
+                  "split here or its file in config.data.files.conflict", d.hub_splits.conflict)
+    if d.source != "dir":
+        return
+    if needs_conflict and not named and not any(os.path.isfile(os.path.join(d.dir, n))
+                                                for n in default_names("conflict")):
+        _fail("data.conflict_path", f"not set and {d.dir} holds none of {', '.join(default_names('conflict'))} "
+              f"(the helpful split is not in every copy of the data; {conflict_students} train on it); name a "
+              "conflict file in config.data.files.conflict", named)
+
+
 def validate(c, n_devices: int | None = None):
     """Raise ConfigError naming the first bad field; return the mesh the config asks for."""
     _choice(c, "experiment", tuple(EXPERIMENTS))
@@ -67,8 +100,9 @@ def validate(c, n_devices: int | None = None):
             World(WorldSettings.from_config(c.data))
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e) if str(e).startswith("config.") else f"config.data.world: {e}") from None
-    if c.data.source == "dir" and not os.path.isdir(c.data.dir):
-        _fail("data.dir", "is not a directory (set --config.data.dir=... to the paper's JSONL layout)", c.data.dir)
+    if c.data.source == "dir" and not all(os.path.isabs(c.data.files[s]) for s in ("gt", "weak", "test")) \
+            and not os.path.isdir(c.data.dir):
+        _fail("data.dir", "is not a directory (it holds the split files; see README 'Your own data')", c.data.dir)
     for field in ("data.n_gt", "data.n_weak", "data.n_test", "data.max_len", "data.bucket_multiple",
                   "data.max_buckets", "train.pack_len", "train.batch_size", "train.eval_batch_size"):
         _positive_int(c, field)
@@ -78,17 +112,6 @@ def validate(c, n_devices: int | None = None):
         _fail("train.final_checkpoint", f"must be one of {FINAL_KINDS}", c.train.final_checkpoint)
     for field in ("data.n_conflict", "train.micro_batch_size", "train.save_every"):
         _positive_int(c, field, allow_zero=True)
-    if c.data.conflict_path and not os.path.isfile(c.data.conflict_path):
-        _fail("data.conflict_path", "file not found", c.data.conflict_path)
-    wants_conflict = c.data.n_conflict > 0 and "implicit" in c.students
-    if wants_conflict and not c.data.conflict_path:
-        if c.data.conflict_required:
-            _fail("data.conflict_path", f"this experiment needs its {c.conflict_name} conflict set as a JSONL of "
-                  "{chosen, rejected} pairs; none ships with the package", c.data.conflict_path)
-        default = os.path.join(c.data.dir, "helpful_train.jsonl")
-        if c.data.source == "dir" and not os.path.isfile(default):
-            _fail("data.conflict_path", f"not set and {default} does not exist (the helpful split is not in every "
-                  "copy of the data); point it at a JSONL of conflict pairs", c.data.conflict_path)
     students = parse_students(c)
     models = ("weak", "strong", "intermediate") if any(s.startswith("bootstrap") for s in students) \
         else ("weak", "strong")
@@ -164,11 +187,13 @@ def validate(c, n_devices: int | None = None):
     for student in students:
         if student not in known:
             _fail("students", f"unknown student {student!r}; known: {list(known)}", c.students)
-    if "implicit" in c.students and not c.data.n_conflict:
-        _fail("data.n_conflict", "must be > 0 for the implicit-conflict student", c.data.n_conflict)
+    conflict_students = EXPERIMENTS[c.experiment].conflict_students(students)
+    if conflict_students and not c.data.n_conflict:
+        _fail("data.n_conflict", f"must be > 0 for the conflict student(s) {conflict_students}", c.data.n_conflict)
     alpha = c.conflict.alpha
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
         _fail("conflict.alpha", "must be a non-negative number", alpha)
+    _check_files(c, conflict_students)
     try:
         import jax
 

@@ -38,16 +38,26 @@ def base_config() -> ConfigDict:
     # and layers, data order, A/B order); everything else is shared
     c.seeds = "0"
     c.data = ConfigDict({
-        "source": "dir",  # "dir": the paper's JSONL layout in data.dir; "hub": Anthropic/hh-rlhf
+        # "dir": a folder of split files (data.dir, data.files); "hub": a datasets.load_dataset name (data.hub_*);
+        # "demo": the generated demo world. Rows: README "Your own data".
+        "source": "dir",
         "dir": str(SHARED_DATA / "hh-single-turn"),
+        # one file per split (.jsonl, .json or .parquet; relative to data.dir); empty: data.dir holds the paper's
+        # name (harmless_train_gt.jsonl, harmless_train_w2s.jsonl, harmless_test.jsonl, helpful_train.jsonl) or
+        # <split>.jsonl / .json / .parquet
+        "files": {"gt": "", "weak": "", "test": "", "conflict": ""},
+        # hub: Anthropic/hh-rlhf filters the single-turn rows of hub_subset and splits them with data.seed; any
+        # other dataset (a hub name or a local folder) reads the split hub_splits.<role> of config hub_config
+        "hub_name": "Anthropic/hh-rlhf", "hub_config": "",
+        "hub_splits": {"gt": "train", "weak": "train", "test": "test", "conflict": ""},
         "hub_subset": "harmless-base", "hub_conflict_subset": "helpful-base",
         "n_gt": 4000, "n_weak": 4000, "n_test": 4000,
-        "conflict_path": "",  # JSONL of {chosen, rejected} / {prompt, chosen, rejected}, or a BIG-bench task.json
+        "conflict_path": "",  # the conflict file (relative to the working directory); data.files.conflict also
         "n_conflict": 4000,
         "max_len": 512, "bucket_multiple": 64, "max_buckets": 8,
         "allow_skips": False,
         "seed": 0,  # the data's own seed (the hub split, the demo world), the same for every run seed
-        "conflict_required": False,  # True: data.conflict_path must be given (no default file)
+        "conflict_required": False,  # True: the conflict file must be named (no default file)
     })
     c.weak = model_spec("gpt2")
     c.strong = model_spec("gpt2-medium")

@@ -1,7 +1,8 @@
 """Progress that suits where it goes: a tqdm bar on a terminal, plain lines in a log.
 
 When stderr is a terminal, `progress(...)` is a tqdm bar. Otherwise (a pipe, a file, a batch job's log) it writes
-one plain line every `W2S_PROGRESS_SECONDS` seconds (default 10) while a stage runs, and one when it ends:
+one plain line every `W2S_PROGRESS_SECONDS` seconds (default 10) while a stage runs, and one when it ends (the
+rate and time left of a running line count from the first step, which holds the compilation):
 
     strong_ceiling: step 120/500 (24%) loss=0.6512 | 3.1 step/s | 0:38 elapsed, ~2:02 left
     strong_ceiling: done 500/500 step in 2:41 (3.1 step/s) loss=0.4120
@@ -37,6 +38,7 @@ class Lines:
         self.stream = stream
         self.n, self.postfix, self.closed = 0, "", False
         self.start = self.last = time.monotonic()
+        self._mark, self._mark_n = None, 0
 
     def __iter__(self):
         for item in self.iterable:
@@ -59,7 +61,10 @@ class Lines:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self.last >= self.interval:
+        if self._mark is None:  # the first update holds the compilation: the rate and its ETA count from here
+            self._mark = self.last = now
+            self._mark_n = self.n
+        elif now - self.last >= self.interval:
             self.last = now
             self._write(self._running(now))
 
@@ -67,7 +72,7 @@ class Lines:
         return self.n / max(now - self.start, 1e-9)
 
     def _running(self, now: float) -> str:
-        rate, elapsed = self._rate(now), now - self.start
+        rate, elapsed = (self.n - self._mark_n) / max(now - self._mark, 1e-9), now - self.start
         of = f"/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else ""
         left = f", ~{_clock((self.total - self.n) / rate)} left" if self.total and rate > 0 else ""
         post = f" {self.postfix}" if self.postfix else ""

@@ -1,9 +1,10 @@
-"""Preference-pair datasets: parse, validate, split, and put each pair in its seeded A/B order.
+"""Preference pairs: the row formats, their validation, and each pair's seeded A/B order.
 
-A pair is two full HH-RLHF strings ("\\n\\nHuman: ...\\n\\nAssistant: ..."); `chosen` is the preferred (harmless)
-one. Rows are validated when they are read, so a bad row fails here with `file:line:field` instead of deep inside
-training (DESIGN.md, principle 5). The A/B order reproduces the original code bit for bit
-(original-spec.md §2.2), which is what keeps test example j identical across every model of a sweep.
+A pair is two full HH-RLHF strings ("\\n\\nHuman: ...\\n\\nAssistant: ...") or two chat conversations
+(`chat.Dialogue`, rendered per tokenizer); `chosen` is the preferred (harmless) one. Rows are validated when they
+are read, so a bad row fails here with `file:line:field` instead of deep inside training (DESIGN.md, principle 5).
+Files are found and read in `readers.py`, hub datasets in `hub.py`. The A/B order reproduces the original code bit
+for bit (original-spec.md §2.2), which is what keeps test example j identical across every model of a sweep.
 """
 from __future__ import annotations
 
@@ -12,20 +13,16 @@ import dataclasses
 import json
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-HUMAN_MARKER = "\n\nHuman:"
-ASSISTANT_MARKER = "\n\nAssistant:"
+from w2s_jax.data.chat import ASSISTANT_MARKER, HUMAN_MARKER, Dialogue
 
-PAPER_FILES = {
-    "gt": "harmless_train_gt.jsonl",  # D_gt: trains the weak and strong ceilings
-    "weak": "harmless_train_w2s.jsonl",  # D_weak: labelled by the weak model, trains the students
-    "test": "harmless_test.jsonl",  # D_test: never shuffled, same order for every model
-}
-CONFLICT_FILE = "helpful_train.jsonl"  # GT helpful pairs of the implicit conflict (optional)
+ROW_FORMATS = ("accepted rows: {chosen, rejected} full dialogues, {prompt, chosen, rejected} strings, or chat "
+               "messages (chosen/rejected as lists of {role, content}, prompt a string or messages)")
+ROLES = ("system", "user", "assistant")
 
 
 class DataError(ValueError):
@@ -87,26 +84,83 @@ def join_prompt(prompt: str, answer: str) -> str:
     return answer if answer.startswith(prompt) else prompt + answer
 
 
+def _check_text(value: Any, source: str, line: int, name: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(source, line, name, f"expected a string, got {type(value).__name__} ({ROW_FORMATS})",
+                        "not_a_string")
+    if not value.strip():
+        raise DataError(source, line, name, "empty string", "empty_string")
+    try:
+        value.encode("utf-8")  # JSON "\\ud800"-style escapes decode to lone surrogates tokenizers reject
+    except UnicodeEncodeError as err:
+        raise DataError(source, line, name, f"lone surrogate at character {err.start}", "lone_surrogate") from None
+    return value
+
+
+def _messages(value: Any, source: str, line: int, name: str) -> list[dict]:
+    """A list of {role, content} messages (extra keys dropped), each role one of ROLES."""
+    if not isinstance(value, list) or not value:
+        raise DataError(source, line, name, f"expected a non-empty list of messages ({ROW_FORMATS})",
+                        "not_messages")
+    out = []
+    for i, message in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(message, dict):
+            raise DataError(source, line, where, f"a message is a {{role, content}} object, got "
+                            f"{type(message).__name__}", "not_messages")
+        if message.get("role") not in ROLES:
+            raise DataError(source, line, f"{where}.role", f"expected one of {list(ROLES)}, got "
+                            f"{message.get('role')!r}", "bad_role")
+        out.append({"role": message["role"], "content": _check_text(message.get("content"), source, line,
+                                                                   f"{where}.content")})
+    return out
+
+
+def _chat_pair(row: dict, source: str, line: int) -> tuple[Dialogue, Dialogue]:
+    """A chat row: `chosen`/`rejected` are whole conversations, or answers to `prompt` (a string: one user
+    message; or messages). Each conversation must end with an assistant message (the answer judged)."""
+    prompt = row.get("prompt")
+    if prompt is None:
+        prompt_messages = []
+    elif isinstance(prompt, str):
+        prompt_messages = [{"role": "user", "content": _check_text(prompt, source, line, "prompt")}]
+    else:
+        prompt_messages = _messages(prompt, source, line, "prompt")
+    sides = []
+    for name in ("chosen", "rejected"):
+        messages = prompt_messages + _messages(row[name], source, line, name)
+        if messages[-1]["role"] != "assistant":
+            raise DataError(source, line, name, "the conversation must end with an assistant message (the answer "
+                            f"judged), it ends with a {messages[-1]['role']!r} one", "no_answer")
+        if len(messages) < 2:
+            raise DataError(source, line, name, "the answer has no prompt: give a `prompt` or start the "
+                            "conversation with a user message", "no_prompt")
+        sides.append(Dialogue(messages))
+    return sides[0], sides[1]
+
+
 def pair_from_row(row: Any, source: str, line: int) -> Pair:
-    """Validate one decoded JSON row and turn it into a Pair; raises DataError naming `source:line:field`."""
+    """Validate one decoded row and turn it into a Pair; raises DataError naming `source:line:field`."""
     if not isinstance(row, dict):
-        raise DataError(source, line, None, f"row is a JSON {type(row).__name__}, expected an object", "not_an_object")
-    fields = ("prompt", "chosen", "rejected") if "prompt" in row else ("chosen", "rejected")
-    for name in fields:
+        raise DataError(source, line, None, f"row is a JSON {type(row).__name__}, expected an object "
+                        f"({ROW_FORMATS})", "not_an_object")
+    for name in ("chosen", "rejected"):
         if name not in row:
-            raise DataError(source, line, name, f"missing field (row has {sorted(row)})", "missing_field")
-        value = row[name]
-        if not isinstance(value, str):
-            raise DataError(source, line, name, f"expected a string, got {type(value).__name__}", "not_a_string")
-        if not value.strip():
-            raise DataError(source, line, name, "empty string", "empty_string")
-        try:
-            value.encode("utf-8")  # JSON "\\ud800"-style escapes decode to lone surrogates tokenizers reject
-        except UnicodeEncodeError as err:
-            raise DataError(source, line, name, f"lone surrogate at character {err.start}", "lone_surrogate") from None
-    chosen, rejected = row["chosen"], row["rejected"]
-    if "prompt" in row:
-        chosen, rejected = join_prompt(row["prompt"], chosen), join_prompt(row["prompt"], rejected)
+            raise DataError(source, line, name, f"missing field (row has {sorted(row)}; {ROW_FORMATS})",
+                            "missing_field")
+    kinds = {name: isinstance(row[name], list) for name in ("chosen", "rejected")}
+    if any(kinds.values()):
+        if not all(kinds.values()):
+            text_side = "chosen" if not kinds["chosen"] else "rejected"
+            raise DataError(source, line, text_side, f"a list of messages on one side and a "
+                            f"{type(row[text_side]).__name__} on the other ({ROW_FORMATS})", "mixed_formats")
+        chosen, rejected = _chat_pair(row, source, line)
+    else:
+        fields = ("prompt", "chosen", "rejected") if "prompt" in row else ("chosen", "rejected")
+        texts = {name: _check_text(row[name], source, line, name) for name in fields}
+        chosen, rejected = texts["chosen"], texts["rejected"]
+        if "prompt" in row:
+            chosen, rejected = join_prompt(texts["prompt"], chosen), join_prompt(texts["prompt"], rejected)
     if chosen == rejected:
         raise DataError(source, line, "rejected", "chosen and rejected are identical", "chosen_equals_rejected")
     return Pair(chosen, rejected, source, line)
@@ -125,32 +179,43 @@ def _decode_line(raw: bytes, source: str, line: int) -> Any:
         raise DataError(source, line, None, cause, "malformed_json") from None
 
 
-def read_jsonl_pairs(path: str | os.PathLike, *, allow_skips: bool = False) -> tuple[list[Pair], SkipReport]:
-    """Read a JSONL file of `{chosen, rejected}` or `{prompt, chosen, rejected}` rows.
-
-    Blank lines are ignored (and not counted as rows); extra keys are ignored. The first bad row raises a
-    DataError unless `allow_skips`, in which case bad rows are dropped and counted in the returned SkipReport.
-    A file with no usable row always raises.
-    """
-    source = os.fspath(path)
-    if not os.path.isfile(source):
-        raise DataError(source, None, None, "file not found", "missing_file")
+def pairs_from_rows(rows, source: str, *, allow_skips: bool = False,
+                    decode=None) -> tuple[list[Pair], SkipReport]:
+    """Pairs of `(number, row)` items (`decode(row, source, number)` first when given). The first bad row raises
+    a DataError unless `allow_skips`, in which case bad rows are dropped and counted in the SkipReport. No usable
+    row always raises."""
     report, pairs = SkipReport(source), []
-    with open(source, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            report.rows_read += 1
-            try:
-                pairs.append(pair_from_row(_decode_line(raw, source, line_number), source, line_number))
-            except DataError as error:
-                if not allow_skips:
-                    raise
-                report.add(error)
+    for number, row in rows:
+        report.rows_read += 1
+        try:
+            pairs.append(pair_from_row(decode(row, source, number) if decode else row, source, number))
+        except DataError as error:
+            if not allow_skips:
+                raise
+            report.add(error)
     if not pairs:
         detail = "file is empty" if report.rows_read == 0 else f"no valid rows ({report.summary()})"
         raise DataError(source, None, None, detail, "empty")
     return pairs, report
+
+
+def read_jsonl_pairs(path: str | os.PathLike, *, allow_skips: bool = False) -> tuple[list[Pair], SkipReport]:
+    """Read a JSONL file of rows in any of ROW_FORMATS. Blank lines are ignored (and not counted as rows); extra
+    keys are ignored; numbers in errors are line numbers."""
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise DataError(source, None, None, "file not found", "missing_file")
+    with open(source, "rb") as handle:
+        rows = [(number, raw) for number, raw in enumerate(handle, start=1) if raw.strip()]
+    return pairs_from_rows(rows, source, allow_skips=allow_skips, decode=_decode_line)
+
+
+def single_turn_prompt(text: str) -> str | None:
+    """The prompt (through "\\n\\nAssistant:") of a single-turn HH text, or None if the text is not single-turn."""
+    if text.count(HUMAN_MARKER) != 1 or text.count(ASSISTANT_MARKER) != 1:
+        return None
+    cut = text.find(ASSISTANT_MARKER) + len(ASSISTANT_MARKER)
+    return text[:cut] if text.startswith(HUMAN_MARKER) else None
 
 
 @dataclasses.dataclass
@@ -172,119 +237,6 @@ def take_first(pairs: Sequence[Pair], n: int | None, what: str, source: str) -> 
         cause = f"{what}: asked for {n} pairs, {len(pairs)} valid pairs available"
         raise DataError(source, None, None, cause, "too_few")
     return list(pairs[:n])
-
-
-def load_paper_dir(
-    directory: str | os.PathLike,
-    *,
-    n_gt: int | None = None,
-    n_weak: int | None = None,
-    n_test: int | None = None,
-    n_conflict: int | None = None,
-    conflict_file: str = CONFLICT_FILE,
-    allow_skips: bool = False,
-) -> PairSplits:
-    """Load the paper's local layout (`harmless_train_gt/…_w2s/harmless_test.jsonl` + optional conflict file).
-
-    Each split keeps its first n valid rows (None = all). The conflict file is read only when `n_conflict` is
-    not None (then it must exist; `n_conflict=0` yields an empty conflict set without reading it).
-    """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise DataError(directory, None, None, "data directory not found", "missing_file")
-    splits: dict[str, list[Pair]] = {}
-    reports: dict[str, SkipReport] = {}
-    wanted = {"gt": n_gt, "weak": n_weak, "test": n_test}
-    named_files = dict(PAPER_FILES)
-    if n_conflict:
-        wanted["conflict"], named_files["conflict"] = n_conflict, conflict_file
-    for split, file_name in named_files.items():
-        path = os.path.join(directory, file_name)
-        pairs, reports[split] = read_jsonl_pairs(path, allow_skips=allow_skips)
-        splits[split] = take_first(pairs, wanted[split], f"split {split!r}", path)
-    conflict = splits.get("conflict", [] if n_conflict == 0 else None)
-    return PairSplits(splits["gt"], splits["weak"], splits["test"], conflict, reports)
-
-
-# ----------------------------------------------------------------------------------------- Hugging Face hub
-
-
-def single_turn_prompt(text: str) -> str | None:
-    """The prompt (through "\\n\\nAssistant:") of a single-turn HH text, or None if the text is not single-turn."""
-    if text.count(HUMAN_MARKER) != 1 or text.count(ASSISTANT_MARKER) != 1:
-        return None
-    cut = text.find(ASSISTANT_MARKER) + len(ASSISTANT_MARKER)
-    return text[:cut] if text.startswith(HUMAN_MARKER) else None
-
-
-def filter_single_turn(rows: Iterable[Mapping[str, Any]], source: str) -> tuple[list[Pair], SkipReport]:
-    """Keep the single-turn rows of HH-RLHF, as the paper's `hh-single-turn` files are.
-
-    Kept: both sides valid (as in `pair_from_row`), each containing exactly one "\\n\\nHuman:" (at the start)
-    and one "\\n\\nAssistant:", and both sides sharing that prompt. Row numbers are 1-based row indices.
-    """
-    report, pairs = SkipReport(source), []
-    for index, row in enumerate(rows):
-        report.rows_read += 1
-        line = index + 1
-        try:
-            pair = pair_from_row(dict(row), source, line)
-        except DataError as error:
-            report.add(error)
-            continue
-        chosen_prompt, rejected_prompt = single_turn_prompt(pair.chosen), single_turn_prompt(pair.rejected)
-        if chosen_prompt is None or rejected_prompt is None:
-            report.add(DataError(source, line, None, "not single-turn", "multi_turn"))
-        elif chosen_prompt != rejected_prompt:
-            report.add(DataError(source, line, None, "chosen and rejected prompts differ", "prompt_mismatch"))
-        else:
-            pairs.append(pair)
-    return pairs, report
-
-
-def split_pairs(pairs: Sequence[Pair], sizes: Sequence[int], seed: int) -> list[list[Pair]]:
-    """Disjoint random splits: `np.random.default_rng(seed).permutation(len(pairs))` cut into consecutive
-    blocks of `sizes` (e.g. 4000/4000/4000 for D_gt, D_weak, D_test). Deterministic for a seed and input order."""
-    if sum(sizes) > len(pairs):
-        cause = f"asked for {list(sizes)} = {sum(sizes)} pairs, have {len(pairs)}"
-        raise DataError("<split>", None, None, cause, "too_few")
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    blocks, start = [], 0
-    for size in sizes:
-        blocks.append([pairs[i] for i in order[start : start + size]])
-        start += size
-    return blocks
-
-
-def load_hub_hh(
-    data_dir: str = "harmless-base",
-    *,
-    sizes: Sequence[int] = (4000, 4000, 4000),
-    seed: int = 0,
-    conflict_data_dir: str | None = None,
-    n_conflict: int = 0,
-    dataset_name: str = "Anthropic/hh-rlhf",
-    **load_kwargs: Any,
-) -> PairSplits:
-    """D_gt/D_weak/D_test from the hub: the `train` split of `dataset_name/data_dir`, filtered by
-    `filter_single_turn`, split by `split_pairs(sizes, seed)`. The optional conflict set is the first
-    `n_conflict` pairs of the same filter + seeded permutation applied to `conflict_data_dir` (e.g. "helpful-base").
-    Needs network access (or a populated HF cache); `load_kwargs` go to `datasets.load_dataset`.
-    """
-    import datasets  # imported here: the local-file path must not pay for it
-
-    def filtered(sub_dir: str) -> tuple[list[Pair], SkipReport]:
-        rows = datasets.load_dataset(dataset_name, data_dir=sub_dir, split="train", **load_kwargs)
-        return filter_single_turn(rows, f"hf:{dataset_name}/{sub_dir}:train")
-
-    pairs, report = filtered(data_dir)
-    gt, weak, test = split_pairs(pairs, sizes, seed)
-    reports = {"gt": report, "weak": report, "test": report}
-    conflict = None
-    if conflict_data_dir is not None and n_conflict:
-        conflict_pairs, reports["conflict"] = filtered(conflict_data_dir)
-        (conflict,) = split_pairs(conflict_pairs, [n_conflict], seed)
-    return PairSplits(gt, weak, test, conflict, reports)
 
 
 # ----------------------------------------------------------------------------------------- A/B order

@@ -6,6 +6,9 @@ Two modes:
 * "prompt_response" (SFT/DPO/SimPO, §3.2): split at the last "\\n\\nAssistant:", encode prompt and response
   separately, ids = prompt + response, and a loss mask over the response tokens with the original's three
   truncation cases.
+A chat-format text (`chat.Dialogue`) is rendered here, per tokenizer: by its chat template when it has one (then
+encoded without added special tokens, as `apply_chat_template(tokenize=True)` does; the prompt is the conversation
+before the last message with the generation prompt), else as its HH string.
 Tokenizing 12k texts takes seconds to minutes for big vocabularies, and every run of a sweep needs the same
 splits, hence the cache keyed by (tokenizer, max_len, mode, texts).
 """
@@ -22,9 +25,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from w2s_jax.data.pairs import ASSISTANT_MARKER
+from w2s_jax.data.chat import ASSISTANT_MARKER, render_full, render_key, render_prompt_response, templated
+from w2s_jax.progress import progress as progress_bar  # `progress` is a parameter here
 
 TokenizeMode = Literal["full", "prompt_response"]
 CACHE_FORMAT_VERSION = 1
@@ -64,11 +67,25 @@ def left_truncation(tokenizer: Any) -> Iterator[Any]:
 
 def _chunks(texts: Sequence[str], progress: bool | None, desc: str) -> Iterator[list[str]]:
     show = len(texts) >= PROGRESS_MIN_TEXTS if progress is None else progress
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
+    with progress_bar(total=len(texts), desc=desc, unit="text", disable=not show) as bar:
         for start in range(0, len(texts), ENCODE_CHUNK):
             chunk = list(texts[start : start + ENCODE_CHUNK])
             yield chunk
             bar.update(len(chunk))
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], chat: Sequence[bool], **kwargs) -> list[list[int]]:
+    """`tokenizer(texts, **kwargs)["input_ids"]`, rendered chat texts without the tokenizer's added special tokens
+    (their template writes them)."""
+    out: list = [None] * len(texts)
+    for flag in (False, True):
+        index = [i for i, c in enumerate(chat) if c == flag]
+        if index:
+            extra = {"add_special_tokens": False} if flag else {}
+            encoded = tokenizer([texts[i] for i in index], **kwargs, **extra)["input_ids"]
+            for i, ids in zip(index, encoded):
+                out[i] = ids
+    return out
 
 
 def tokenize_texts(
@@ -79,7 +96,9 @@ def tokenize_texts(
     ids: list[np.ndarray] = []
     with left_truncation(tokenizer):
         for chunk in _chunks(texts, progress, "tokenize"):
-            encoded = tokenizer(chunk, truncation=True, max_length=max_len)["input_ids"]
+            chat = [templated(t, tokenizer) for t in chunk]
+            rendered = [render_full(t, tokenizer) for t in chunk]
+            encoded = _encode(tokenizer, rendered, chat, truncation=True, max_length=max_len)
             ids.extend(np.asarray(x, dtype=np.int32) for x in encoded)
     return ids
 
@@ -118,12 +137,13 @@ def tokenize_prompt_response(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """"prompt_response" mode: (ids, loss_mask) per text. Prompt and response are each encoded like
     `tokenizer.encode` (default special tokens, so OPT/Mistral get a BOS before the response too: the
-    original's quirk, kept), then cut by `response_loss_mask`."""
+    original's quirk, kept; a chat-templated text adds none), then cut by `response_loss_mask`."""
     all_ids, all_masks = [], []
     for chunk in _chunks(texts, progress, "tokenize prompt/response"):
-        prompts, responses = zip(*(split_prompt_response(text) for text in chunk))
-        prompt_ids = tokenizer(list(prompts))["input_ids"]
-        response_ids = tokenizer(list(responses))["input_ids"]
+        chat = [templated(t, tokenizer) for t in chunk]
+        prompts, responses = zip(*(render_prompt_response(t, tokenizer) or split_prompt_response(t) for t in chunk))
+        prompt_ids = _encode(tokenizer, prompts, chat)
+        response_ids = _encode(tokenizer, responses, chat)
         for p, q in zip(prompt_ids, response_ids):
             ids, mask = response_loss_mask(p, q, max_len)
             all_ids.append(ids)
@@ -170,7 +190,7 @@ def cache_key(tokenizer: Any, max_len: int, mode: TokenizeMode, texts: Sequence[
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_len": int(max_len),
         "mode": mode,
-        "texts": texts_fingerprint(texts),
+        "texts": texts_fingerprint([render_key(t, tokenizer) for t in texts]),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

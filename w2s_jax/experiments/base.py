@@ -23,7 +23,8 @@ from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import bucket_lengths
 from w2s_jax.data.loading import hash_arrays, load_splits, load_tokenizer
-from w2s_jax.experiments.pretrain import DEMO_WORLD, demo_world_bases
+from w2s_jax.experiments.metadata import run_metadata
+from w2s_jax.experiments.pretrain import DEMO_WORLD, base_plan, demo_world_bases, read_record
 from w2s_jax.experiments.spec import TrainedModelSpec
 from w2s_jax.models.convert import resolve_source
 from w2s_jax.train.checkpoint import ModelStore
@@ -51,11 +52,16 @@ def parse_students(config) -> list[str]:
     return [s.strip() for s in config.students.split(",") if s.strip()]
 
 
+class BasesPending(Exception):
+    """A dry run reached a step that needs a demo-world base that is not pretrained yet."""
+
+
 class Experiment:
     """Subclasses name themselves and declare their students once: `STUDENTS` maps a name of
     `config.students` to the role it has in results.json."""
 
     STUDENTS: ClassVar[dict[str, str]] = {}
+    dry_run = False  # set by `plan()`: bases are looked up, never pretrained; nothing is trained or saved
 
     def __init__(self, config, workdir: str | Path, mesh: Mesh, store_root: str | Path | None = None):
         """`store_root` (default: `workdir`) holds the model checkpoints and the token cache; a sweep shares one
@@ -77,6 +83,7 @@ class Experiment:
         self.bases: dict[str, dict] = {}  # model key -> its pretrained demo-world base (record + directory)
         self.seed_log: dict[str, Any] = {}
         self.seed = self.seeds[0]  # the seed being run
+        self.pending_bases: dict[str, dict] = {}
 
     # -- what the config asks for ----------------------------------------------------------------------------
     @classmethod
@@ -84,6 +91,12 @@ class Experiment:
         unknown = [s for s in students if s not in cls.STUDENTS]
         if unknown:
             raise ValueError(f"config.students: unknown student(s) {unknown}; known: {list(cls.STUDENTS)}")
+
+    @classmethod
+    def conflict_students(cls, students: list[str]) -> list[str]:
+        """The students of `students` that train on the conflict set (the implicit ones): only they make a run
+        read it."""
+        return [s for s in students if s in cls.STUDENTS and s.endswith("implicit")]
 
     def students(self) -> list[str]:
         return parse_students(self.config)
@@ -101,22 +114,37 @@ class Experiment:
 
     # -- made once per run -----------------------------------------------------------------------------------
     def load_data(self) -> pairs_lib.PairSplits:
-        splits = load_splits(self.config.data)
+        students = self.students()
+        self.check_students(students)
+        conflict_students = self.conflict_students(students)
+        splits = load_splits(self.config.data, need_conflict=bool(conflict_students))
         skipped = {name: r.summary() for name, r in splits.skip_reports.items() if r.skipped}
         for line in skipped.values():
             log.warning("data: %s", line)
             if distributed.is_primary():
                 print(f"data: {line}")
         self.run_log["skipped_rows"] = skipped
-        students = self.students()
-        self.check_students(students)
-        if any("implicit" in s for s in students) and not splits.conflict:
-            raise ValueError("config.students has an implicit-conflict student but no conflict set was loaded "
-                             "(set config.data.conflict_path and config.data.n_conflict)")
-        self.bases = demo_world_bases(self.config, self.model_keys, splits, self.store_root,
-                                      log_fn=self.metrics.write)
+        if conflict_students and not splits.conflict:
+            raise ValueError(f"config.students: {conflict_students} train on the conflict set but none was loaded "
+                             "(set config.data.files.conflict and config.data.n_conflict)")
+        self.bases = self.pretrained_bases(splits)
         self.run_log["bases"] = {which: {k: v for k, v in b.items() if k != "spec"} for which, b in self.bases.items()}
         return splits
+
+    def pretrained_bases(self, splits) -> dict[str, dict]:
+        """The demo-world bases the models start from: pretrained when missing, or in a dry run only looked up
+        (a missing one goes to `pending_bases`)."""
+        self.planned_splits = splits
+        if not self.dry_run:
+            return demo_world_bases(self.config, self.model_keys, splits, self.store_root, log_fn=self.metrics.write)
+        found = {}
+        for which, plan in base_plan(self.config, self.model_keys, splits, self.store_root).items():
+            record = read_record(plan["directory"])
+            if record is not None and record.get("fingerprint") == plan["fingerprint"]:
+                found[which] = {**record, "directory": str(plan["directory"])}
+            else:
+                self.pending_bases[which] = plan
+        return found
 
     def model_spec(self, which: str):
         """The spec a model is built from: `config[which]`, or for `init="demo-world"` its pretrained base
@@ -143,6 +171,8 @@ class Experiment:
 
     def load_tokenizers(self, corpus: list[str]) -> dict:
         """One tokenizer per model key; models that name the same tokenizer share one object."""
+        if self.pending_bases:  # a dry run before the bases exist: their tokenizers are not known yet
+            raise BasesPending(sorted(self.pending_bases))
         c, out, by_name = self.config, {}, {}
         for which in self.model_keys:
             spec = self.model_spec(which)
@@ -153,7 +183,8 @@ class Experiment:
                     by_name[key].name_or_path = f"{DEMO_WORLD}:{self.bases[which]['fingerprint']}"
             out[which] = by_name[key]
         self.check_models(out)
-        if distributed.is_primary():  # kept by fingerprint, so a trained model can be exported or scored later
+        # kept by fingerprint, so a trained model can be exported or scored later
+        if distributed.is_primary() and not self.dry_run:
             from w2s_jax.data.tokenize import tokenizer_fingerprint
             from w2s_jax.models.tokenizer_store import save_tokenizer
 
@@ -256,6 +287,55 @@ class Experiment:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    # -- the dry run: what `run()` would train, by the same specs --------------------------------------------
+    def plan_seed(self, seed: int) -> list[dict]:
+        """The models `run_seed(seed)` would train, as `planned` entries."""
+        raise NotImplementedError
+
+    def planned(self, role: str, spec: TrainedModelSpec | None, splits: list[str], waits_for: str | None = None,
+                sft: TrainedModelSpec | None = None) -> dict:
+        """One model of the dry run: its fingerprint and whether a finished model with it is in the store, or
+        (`spec` None) what its fingerprint waits for."""
+        entry = {"role": role, "seed": self.seed, "splits": splits}
+        if spec is None:
+            reason = waits_for or f"the demo-world base(s) of {sorted(self.pending_bases)} (pretrained first)"
+            return {**entry, "fingerprint": None, "in_store": None, "waits_for": reason}
+        store = self.store(role, spec)
+        entry.update(fingerprint=store.fingerprint, in_store=store.complete, stage=spec.stage,
+                     checkpoint=os.path.relpath(store.directory, self.workdir))
+        if sft is not None:
+            entry["sft"] = {"fingerprint": sft.fingerprint, "in_store": self.store(f"{role}-sft", sft).complete}
+        return entry
+
+    def labels_on_file(self, file_stem: str, labeller: dict) -> dict | None:
+        """`seed<k>/<file_stem>_labels.json` when the labeller it names is the planned one (a dry run after that
+        labeller trained), else None."""
+        path = self.workdir / f"seed{self.seed}" / f"{file_stem}_labels.json"
+        try:
+            labels = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return labels if labeller["fingerprint"] and labels.get("labeller_fingerprint") == labeller["fingerprint"] \
+            else None
+
+    def plan(self) -> dict:
+        """What `run()` would do, without training: the data, the bases, and per seed every model with its
+        fingerprint (the one `run()` computes, by the same code) and whether it is already in the store."""
+        self.dry_run = True
+        try:
+            self.setup()
+        except BasesPending:
+            pass
+        runs = []
+        for seed in self.seeds:
+            self.seed = seed
+            runs.append({"seed": seed, "models": self.plan_seed(seed)})
+        bases = {which: {"fingerprint": b["fingerprint"], "directory": str(b["directory"]), "exists": which in
+                         self.bases} for which, b in [*self.bases.items(), *self.pending_bases.items()]}
+        return {"experiment": self.config.experiment, "workdir": str(self.workdir),
+                "store_root": str(self.store_root), "data": data_summary(self.planned_splits), "bases": bases,
+                "runs": runs}
+
     # -- the run ---------------------------------------------------------------------------------------------
     def setup(self) -> int:
         """Everything the seeds share (splits, tokenizers, tokens); returns n_test."""
@@ -274,7 +354,7 @@ class Experiment:
             runs.append({"seed": seed, "test_labels": list(test_labels),
                          "models": [{k: v for k, v in m.items() if k not in ("model", "params")} for m in models]})
             self.run_log["runs"].append({"seed": seed, "models": self.seed_log})
-        results = {"schema_version": SCHEMA_VERSION, "experiment": self.config.experiment,
+        results = {"schema_version": SCHEMA_VERSION, "metadata": run_metadata(), "experiment": self.config.experiment,
                    "config": json.loads(self.config.to_json_best_effort()), "n_test": n_test, "seeds": self.seeds,
                    "test_labels": runs[0]["test_labels"], "runs": runs}
         write_json_atomic(self.workdir / "results.json", results)
@@ -295,3 +375,17 @@ def with_report(workdir: Path, results: dict) -> dict:
         results["metrics"] = build_report(workdir)
     distributed.sync("report")
     return results
+
+
+def data_summary(splits: pairs_lib.PairSplits) -> dict:
+    """Per split: its size and the files it reads (with their sizes in bytes), or the generator that made it."""
+    out = {}
+    for name in ("gt", "weak", "test", "conflict"):
+        pairs = getattr(splits, name) or []
+        sources = sorted({p.source for p in pairs})
+        out[name] = {"n": len(pairs), "sources": [
+            {"path": src, "bytes": os.path.getsize(src)} if os.path.isfile(src) else {"path": src}
+            for src in sources[:20]]}
+        if len(sources) > 20:
+            out[name]["more_sources"] = len(sources) - 20
+    return out

@@ -63,28 +63,21 @@ class PreferenceExperiment(Experiment):
                                   pack_len=self.eval_pack_len, desc=desc)
 
     # -- one model: SFT, then DPO / SimPO, then D_test --------------------------------------------------------
-    def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,
-                     origin: str, explicit: bool = False) -> dict:
-        c, po, seed = self.config, self.config.po, self.seed
+    def _policy_specs(self, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray, origin: str,
+                      explicit: bool = False):
+        """(training pairs, SFT objective, its spec, the preference objective, its spec): the same for a run and
+        a dry run."""
+        c, po = self.config, self.config.po
         chunk = po.logp_chunk or None
         pairs = self._pairs(chosen, rejected, which, acc=np.asarray(acc, bool))
         common = dict(tokenizer=tokenizer_fingerprint(self.tokenizers[which]),
                       data=hash_arrays(list(pairs.ids_a), list(pairs.ids_b), list(pairs.loss_mask_a),
                                        list(pairs.loss_mask_b), pairs.extras["acc"]),
-                      n_train=len(pairs), labels=origin, lr=po.lr, schedule=PO_SCHEDULE, seed=seed)
-        started = time.time()
-        model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
-                            runtime=self.runtime, tokenizer=self.tokenizers[which],
-                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
+                      n_train=len(pairs), labels=origin, lr=po.lr, schedule=PO_SCHEDULE, seed=self.seed)
         sft = SFT(chunk_size=chunk)
         base = self.fingerprint_model(which)
         sft_spec = spec_from_config(c, which, base, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
                                     **common)
-        test = self.test[which]
-        curve = lambda stage, **kw: lambda params: curves.policy_point(  # noqa: E731
-            stage, self._score(model, params, test, f"{self.desc(role)}: eval"), **kw)
-        _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
-                                 SequenceDataset(pairs.ids_a, pairs.loss_mask_a), evaluate=curve("sft"))
         hparams = {"beta": po.beta, "alpha": float(c.conflict.alpha) if explicit else None, "chunk_size": chunk,
                    "reward_type": po.get("reward_type", "reverse")}
         if self.algorithm == "simpo":
@@ -92,6 +85,21 @@ class PreferenceExperiment(Experiment):
         objective = POLICY_OBJECTIVES[self.algorithm](**hparams)
         spec = spec_from_config(c, which, base, stage=objective.name, objective=objective.hparams(),
                                 epochs=po.epochs, parent=sft_spec.fingerprint, **common)
+        return pairs, sft, sft_spec, objective, spec
+
+    def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,
+                     origin: str, explicit: bool = False) -> dict:
+        c, po, seed = self.config, self.config.po, self.seed
+        pairs, sft, sft_spec, objective, spec = self._policy_specs(which, chosen, rejected, acc, origin, explicit)
+        started = time.time()
+        model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
+                            runtime=self.runtime, tokenizer=self.tokenizers[which],
+                            trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
+        test = self.test[which]
+        curve = lambda stage, **kw: lambda params: curves.policy_point(  # noqa: E731
+            stage, self._score(model, params, test, f"{self.desc(role)}: eval"), **kw)
+        _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
+                                 SequenceDataset(pairs.ids_a, pairs.loss_mask_a), evaluate=curve("sft"))
         store = self.store(role, spec)
         if self.algorithm == "dpo":
             refs = self._reference_logps(store, model, sft_result.params, pairs)
@@ -141,9 +149,14 @@ class PreferenceExperiment(Experiment):
         labels = {"labeller_fingerprint": labeller["fingerprint"], "metric": metric.tolist(), "acc": acc.tolist(),
                   "accuracy": float(acc.mean())}
         write_json_atomic(self.seed_dir(self.seed) / f"{name}_labels.json", labels)
+        return self.labels_from_metric(metric, chosen, rejected, labeller["fingerprint"], name)
+
+    def labels_from_metric(self, metric: np.ndarray, chosen: list[str], rejected: list[str], labeller_fp: str,
+                           name: str) -> dict:
+        acc = metric >= 0
         return {"chosen": [c if a else r for c, r, a in zip(chosen, rejected, acc)],
                 "rejected": [r if a else c for c, r, a in zip(chosen, rejected, acc)],
-                "acc": acc, "confidence": self.confidence(metric), "origin": f"{name}:{labeller['fingerprint']}"}
+                "acc": acc, "confidence": self.confidence(metric), "origin": f"{name}:{labeller_fp}"}
 
     def keep_mask(self, labels: dict, student: str) -> np.ndarray:
         """High-confidence filters (§3.8). `hc_gt` is the original's: confident AND weak-correct, which reads the
@@ -194,11 +207,55 @@ class PreferenceExperiment(Experiment):
         labels = self.hard_labels(intermediate, "intermediate", *gt, "intermediate")
         out = [ceiling, intermediate]
         for student in (s for s in students if s.startswith("bootstrap")):
-            chosen, rejected, acc = list(labels["chosen"]), list(labels["rejected"]), labels["acc"]
-            if student == "bootstrap_implicit":
-                chosen, rejected = chosen + conflict[0], rejected + conflict[1]
-                acc = np.concatenate([acc, np.ones(len(conflict[0]), bool)])
+            chosen, rejected, acc = bootstrap_pairs(labels, conflict, student == "bootstrap_implicit")
             out.append(self.train_policy(self.STUDENTS[student], "strong", chosen, rejected, acc, labels["origin"]))
+        return out
+
+
+    # -- the dry run: the graph above, labels read from this work directory where they exist -----------------
+    def plan_seed(self, seed: int) -> list[dict]:
+        students, ready, out = self.students(), not self.pending_bases, []
+
+        def planned(role, which, chosen, rejected, acc, origin, explicit=False, splits=("gt",), waits_for=None):
+            known = ready and chosen is not None
+            specs = self._policy_specs(which, chosen, rejected, acc, origin, explicit) if known else None
+            out.append(self.planned(role, specs and specs[4], list(splits), None if known or not ready else waits_for,
+                                    sft=specs and specs[2]))
+            return out[-1]
+
+        def labels(file_stem, labeller, texts):
+            found = self.labels_on_file(file_stem, labeller)
+            return None if found is None else self.labels_from_metric(
+                np.asarray(found["metric"], np.float32), *texts, labeller["fingerprint"], file_stem)
+
+        gt = self.gt if ready else (None, None)
+        every_gt = np.ones(len(self.gt[0]), bool) if ready else None
+        weak = planned("weak_ceiling", "weak", *gt, every_gt, "gt")
+        planned("strong_ceiling", "strong", *gt, every_gt, "gt")
+        weak_labels = labels("weak", weak, self.weak) if ready else None
+        waits = f"weak_ceiling's labels (seed{seed}/weak_labels.json)"
+        for student in (s for s in students if not s.startswith("bootstrap")):
+            implicit = student.endswith("implicit")
+            chosen = rejected = acc = None
+            if weak_labels is not None:
+                chosen, rejected, acc = student_pairs(weak_labels, self.keep_mask(weak_labels, student), self.conflict,
+                                                      implicit)
+            origin = (weak_labels or {}).get("origin", "") + (f"|filter:{student}" if student.startswith("hc") else "")
+            planned(self.STUDENTS[student], "strong", chosen, rejected, acc, origin, student == "explicit",
+                    ("weak", "conflict") if implicit else ("weak",), waits)
+        if any(s.startswith("bootstrap") for s in students):
+            planned("intermediate_ceiling", "intermediate", *gt, every_gt, "gt")
+            wl = weak_labels or {}
+            mid = planned("intermediate_student", "intermediate", wl.get("chosen"), wl.get("rejected"), wl.get("acc"),
+                          wl.get("origin", ""), splits=("weak",), waits_for=waits)
+            mid_labels = labels("intermediate", mid, self.gt) if ready else None
+            for student in (s for s in students if s.startswith("bootstrap")):
+                chosen = rejected = acc = None
+                if mid_labels is not None:
+                    chosen, rejected, acc = bootstrap_pairs(mid_labels, self.conflict, student == "bootstrap_implicit")
+                planned(self.STUDENTS[student], "strong", chosen, rejected, acc, (mid_labels or {}).get("origin", ""),
+                        splits=("gt", "conflict") if student == "bootstrap_implicit" else ("gt",),
+                        waits_for=f"intermediate_student's labels (seed{seed}/intermediate_labels.json)")
         return out
 
 
@@ -214,4 +271,14 @@ def student_pairs(labels: dict, keep: np.ndarray, conflict: tuple[list[str], lis
         chosen += [conflict[0][i] for i in idx]
         rejected += [conflict[1][i] for i in idx]
         acc = np.concatenate([acc, np.ones(len(idx), bool)])
+    return chosen, rejected, acc
+
+
+def bootstrap_pairs(labels: dict, conflict: tuple[list[str], list[str]], implicit: bool):
+    """(chosen, rejected, acc) a bootstrapped student learns: the intermediate's labels of D_gt, plus for an
+    implicit one every conflict pair."""
+    chosen, rejected, acc = list(labels["chosen"]), list(labels["rejected"]), labels["acc"]
+    if implicit:
+        chosen, rejected = chosen + conflict[0], rejected + conflict[1]
+        acc = np.concatenate([acc, np.ones(len(conflict[0]), bool)])
     return chosen, rejected, acc

@@ -142,9 +142,9 @@ def split_prompts(splits) -> set[str]:
     return {q for q in (single_turn_prompt(p.chosen) for p in pairs) if q}
 
 
-def demo_world_bases(config, model_keys: Sequence[str], splits, store_root: str | Path, log_fn=None) -> dict[str, dict]:
-    """{which: record + "directory"} for every model key whose spec has `init == "demo-world"`: its base
-    pretrained on the world's corpus (built once per fingerprint; a sweep's pairs share them)."""
+def base_plan(config, model_keys: Sequence[str], splits, store_root: str | Path) -> dict[str, dict]:
+    """{which: {fingerprint, directory, arch, name, spec, corpus}} for every model key whose spec has
+    `init == "demo-world"`, without training: where its base lies or will lie (one per arch)."""
     wanted = [w for w in model_keys if config[w].init == DEMO_WORLD]
     if not wanted:
         return {}
@@ -162,13 +162,25 @@ def demo_world_bases(config, model_keys: Sequence[str], splits, store_root: str 
         key = json.dumps(arch, sort_keys=True)
         if key not in by_arch:
             fp = fingerprint(corpus, arch, spec)
-            directory = Path(store_root) / "models" / "base" / f"{config[which].name or 'lm'}-{fp[:16]}"
-            record = pretrain(corpus, arch, directory, spec, log_fn=log_fn,
-                              desc=f"pretrain base {config[which].name}")
+            name = config[which].name
+            by_arch[key] = {"fingerprint": fp, "arch": arch, "name": name, "spec": spec, "corpus": corpus,
+                            "directory": Path(store_root) / "models" / "base" / f"{name or 'lm'}-{fp[:16]}"}
+        out[which] = by_arch[key]
+    return out
+
+
+def demo_world_bases(config, model_keys: Sequence[str], splits, store_root: str | Path, log_fn=None) -> dict[str, dict]:
+    """{which: record + "directory"} for every model key whose spec has `init == "demo-world"`: its base
+    pretrained on the world's corpus (built once per fingerprint; a sweep's pairs share them)."""
+    out, built = {}, {}
+    for which, plan in base_plan(config, model_keys, splits, store_root).items():
+        directory = plan["directory"]
+        if directory not in built:
+            record = pretrain(plan["corpus"], plan["arch"], directory, plan["spec"], log_fn=log_fn,
+                              desc=f"pretrain base {plan['name']}")
             if distributed.is_primary():
                 how = "reused" if record["reused"] else f"{record['steps']} steps, {record['seconds']} s"
-                print(f"base {config[which].name}: {directory} ({how}, loss {record['final_loss']:.3f})",
-                      flush=True)
-            by_arch[key] = {**record, "directory": str(directory)}
-        out[which] = by_arch[key]
+                print(f"base {plan['name']}: {directory} ({how}, loss {record['final_loss']:.3f})", flush=True)
+            built[directory] = {**record, "directory": str(directory)}
+        out[which] = built[directory]
     return out

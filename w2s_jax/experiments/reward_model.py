@@ -65,15 +65,20 @@ class RewardModelExperiment(Experiment):
                                                  "gt": np.asarray(gt, np.float32)})
 
     # -- one model ------------------------------------------------------------------------------------------
-    def _train_and_score(self, role: str, which: str, dataset: PairDataset, objective: RewardModel,
-                         labels_origin: str) -> dict:
-        c, seed = self.config, self.seed
-        spec = spec_from_config(
+    def _spec(self, which: str, dataset: PairDataset, objective: RewardModel, labels_origin: str):
+        """The trained model's spec (hence its fingerprint): the same for a run and a dry run."""
+        c = self.config
+        return spec_from_config(
             c, which, self.fingerprint_model(which), tokenizer=tokenizer_fingerprint(self.tokenizers[which]),
             data=hash_arrays(list(dataset.ids_a), list(dataset.ids_b), dataset.extras["label"],
                              dataset.extras["gt"]),
             n_train=len(dataset), labels=labels_origin, stage=objective.name, objective=objective.hparams(),
-            lr=c.train.lr, epochs=c.train.epochs, schedule=c.train.schedule, seed=seed)
+            lr=c.train.lr, epochs=c.train.epochs, schedule=c.train.schedule, seed=self.seed)
+
+    def _train_and_score(self, role: str, which: str, dataset: PairDataset, objective: RewardModel,
+                         labels_origin: str) -> dict:
+        c, seed = self.config, self.seed
+        spec = self._spec(which, dataset, objective, labels_origin)
         model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
                             trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir)
@@ -106,22 +111,30 @@ class RewardModelExperiment(Experiment):
             "gt_labels": ab_labels.tolist(), "accuracy": float(((soft >= 0.5) == (ab_labels == 1)).mean())})
         return soft
 
-    def _student(self, role: str, which: str, name: str, labels: np.ndarray, origin: str, objective: RewardModel,
-                 with_conflict: bool) -> dict:
-        """A model trained on soft labels of split `name` (plus the conflict set's GT labels when asked)."""
+    def _student_dataset(self, which: str, name: str, labels: np.ndarray, with_conflict: bool) -> PairDataset:
+        """Soft labels of split `name` (plus the conflict set's GT labels when asked)."""
         parts, gt = [(name, self.ab[name])], self.ab[name]
         if with_conflict:
             parts.append(("conflict", self.ab["conflict"]))
             labels, gt = np.concatenate([labels, self.ab["conflict"]]), np.concatenate([gt, self.ab["conflict"]])
-        return self._train_and_score(role, which, self._dataset(which, parts, labels, gt), objective, origin)
+        return self._dataset(which, parts, labels, gt)
 
-    # -- the graph of one seed --------------------------------------------------------------------------------
-    def run_seed(self, seed: int) -> tuple[list[dict], list[int]]:
-        c, students = self.config, self.students()
+    def _student(self, role: str, which: str, name: str, labels: np.ndarray, origin: str, objective: RewardModel,
+                 with_conflict: bool) -> dict:
+        return self._train_and_score(role, which, self._student_dataset(which, name, labels, with_conflict),
+                                     objective, origin)
+
+    def _order(self, seed: int) -> None:
+        """The seed's A/B order of every split, and D_test in it per model key."""
         self.ab = {name: pairs_lib.ab_order(getattr(self.splits, name), seed).labels
                    for name in SPLITS if getattr(self.splits, name)}
         self.test = {which: self._dataset(which, [("test", self.ab["test"])], self.ab["test"], self.ab["test"])
                      for which in self.model_keys}
+
+    # -- the graph of one seed --------------------------------------------------------------------------------
+    def run_seed(self, seed: int) -> tuple[list[dict], list[int]]:
+        c, students = self.config, self.students()
+        self._order(seed)
         # the original's --loss trains every model, --w2s_loss (when set) the students instead
         ceiling_loss = RewardModel(c.train.loss)
         student_loss = RewardModel(c.train.get("w2s_loss", "") or c.train.loss)
@@ -149,3 +162,41 @@ class RewardModelExperiment(Experiment):
                                             f"intermediate:{intermediate['fingerprint']}", student_loss,
                                             student == "bootstrap_implicit"))
         return models, self.ab["test"].tolist()
+
+    # -- the dry run: the graph above, labels read from this work directory where they exist -----------------
+    def plan_seed(self, seed: int) -> list[dict]:
+        c, students, ready = self.config, self.students(), not self.pending_bases
+        if ready:
+            self._order(seed)
+        ceiling_loss, out = RewardModel(c.train.loss), []
+        student_loss = RewardModel(c.train.get("w2s_loss", "") or c.train.loss)
+
+        def planned(role, which, name, labels, origin, objective, with_conflict=False, waits_for=None):
+            known = ready and labels is not None
+            spec = self._spec(which, self._student_dataset(which, name, labels, with_conflict), objective,
+                              origin) if known else None
+            out.append(self.planned(role, spec, [name, "conflict"] if with_conflict else [name],
+                                    None if known or not ready else waits_for))
+            return out[-1]
+
+        ceiling = lambda role, which: planned(role, which, "gt", self.ab["gt"] if ready else None, "gt",  # noqa: E731
+                                              ceiling_loss)
+        weak = ceiling("weak_ceiling", "weak")
+        ceiling("strong_ceiling", "strong")
+        found = self.labels_on_file("weak", weak)
+        soft = np.asarray(found["soft_labels"], np.float64) if found else None
+        origin, waits = f"weak:{weak['fingerprint']}", f"weak_ceiling's labels (seed{seed}/weak_labels.json)"
+        for student in (s for s in students if not s.startswith("bootstrap")):
+            objective = RewardModel("explicit", float(c.conflict.alpha)) if student == "explicit" else student_loss
+            planned(self.STUDENTS[student], "strong", "weak", soft, origin, objective, student == "implicit", waits)
+        boot = [s for s in students if s.startswith("bootstrap")]
+        if boot:
+            ceiling("intermediate_ceiling", "intermediate")
+            mid = planned("intermediate_student", "intermediate", "weak", soft, origin, student_loss, False, waits)
+            found = self.labels_on_file("intermediate", mid)
+            mid_soft = np.asarray(found["soft_labels"], np.float64) if found else None
+            for student in boot:
+                planned(self.STUDENTS[student], "strong", "gt", mid_soft, f"intermediate:{mid['fingerprint']}",
+                        student_loss, student == "bootstrap_implicit",
+                        f"intermediate_student's labels (seed{seed}/intermediate_labels.json)")
+        return out

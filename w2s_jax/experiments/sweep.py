@@ -19,6 +19,8 @@ from ml_collections import ConfigDict
 from w2s_jax import distributed
 from w2s_jax.atomic import write_json_atomic
 from w2s_jax.experiments.base import SCHEMA_VERSION, parse_seeds, with_report
+from w2s_jax.experiments.metadata import run_metadata
+from w2s_jax.progress import progress
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -58,18 +60,17 @@ def sweep_configs(config) -> list[tuple[str, str, ConfigDict]]:
 
 def run_sweep(config, workdir: str | Path, mesh, run_pair: Callable[..., dict]) -> dict:
     """`run_pair(config, workdir, mesh, store_root)` runs one pair's experiment (`experiments.run`)."""
-    from tqdm.auto import tqdm
-
     workdir = Path(workdir)
     entries, last = [], None
-    for weak, strong, c in tqdm(sweep_configs(config), desc="sweep", disable=not distributed.is_primary()):
+    for weak, strong, c in progress(sweep_configs(config), desc="sweep", unit="pair",
+                                    disable=not distributed.is_primary()):
         pair_dir = workdir / "pairs" / pair_dirname(weak, strong)
         last = run_pair(c, pair_dir, mesh, store_root=workdir)
         params = {m["role"]: m.get("n_params") for m in last["runs"][0]["models"]}
         entries.append({"name": f"{weak}->{strong}", "weak": weak, "strong": strong,
                         "weak_params": params.get("weak_ceiling"), "strong_params": params.get("strong_ceiling"),
                         "workdir": os.path.relpath(pair_dir, workdir), "runs": last["runs"]})
-    results = {"schema_version": SCHEMA_VERSION, "experiment": config.experiment,
+    results = {"schema_version": SCHEMA_VERSION, "metadata": run_metadata(), "experiment": config.experiment,
                "config": json.loads(config.to_json_best_effort()), "n_test": last["n_test"],
                "seeds": parse_seeds(config), "test_labels": last["test_labels"], "pairs": entries}
     write_json_atomic(workdir / "results.json", results)
@@ -77,5 +78,5 @@ def run_sweep(config, workdir: str | Path, mesh, run_pair: Callable[..., dict]) 
         from w2s_jax.data.loading import load_splits
         from w2s_jax.eval.predictions import write_predictions
 
-        write_predictions(workdir, results, load_splits(config.data).test)
+        write_predictions(workdir, results, load_splits(config.data, need_conflict=False).test)
     return with_report(workdir, results)

@@ -2,7 +2,8 @@
 
 In a multi-process run only the primary process writes (every process sees the same, gathered metrics). A run
 resumed after a crash appends to the same file: the steps it replays appear again, and a last line cut off by the
-crash is dropped first, so every line stays valid JSON."""
+crash is dropped first, so every line stays valid JSON. A run that replaces another config's results
+(`--overwrite`) first moves that config's log and events aside (`experiments.guard.set_aside_replaced`)."""
 from __future__ import annotations
 
 import json
@@ -16,10 +17,16 @@ class MetricsLog:
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
         self.enabled = distributed.is_primary()
-        if self.enabled and (self.workdir / "metrics.jsonl").exists():
-            _drop_partial_last_line(self.workdir / "metrics.jsonl")
-        self._file = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8") if self.enabled else None
+        self._file = None  # opened at the first line: a run that trains nothing (all reused) leaves no file
         self._writers: dict = {}
+
+    def _open(self):
+        if self._file is None:
+            path = self.workdir / "metrics.jsonl"
+            if path.exists():
+                _drop_partial_last_line(path)
+            self._file = open(path, "a", encoding="utf-8")
+        return self._file
 
     def _writer(self, role: str):
         if role not in self._writers:
@@ -34,8 +41,9 @@ class MetricsLog:
     def write(self, role: str, metrics: dict) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps({"role": role, **metrics}) + "\n")
-        self._file.flush()
+        f = self._open()
+        f.write(json.dumps({"role": role, **metrics}) + "\n")
+        f.flush()
         writer = self._writer(role)
         if writer is not None:
             for name, value in metrics.items():
