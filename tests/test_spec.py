@@ -32,15 +32,35 @@ CHANGED = {"model": {"name": "other"}, "param_dtype": "bfloat16", "dtype": "bflo
            "max_len": 41, "data": H2, "n_train": 999, "labels": "weak:" + H2, "stage": "sft",
            "objective": {"kind": "logconf", "alpha": None}, "lr": 2e-3, "epochs": 3, "schedule": "constant",
            "batch_size": 17, "seed": 1, "parent": H2,
-           "lora": {"rank": 8, "alpha": 16.0, "targets": "backbone/layers/attn/(q_proj|v_proj)/kernel"}}
+           "lora": {"rank": 8, "alpha": 16.0, "targets": "backbone/layers/attn/(q_proj|v_proj)/kernel"},
+           "options": {"optim": "adafactor"}}
 
 
 def test_the_fingerprint_is_sha256_of_the_spec_as_json():
     spec = spec_of(config())
-    fields = dataclasses.asdict(spec)
-    assert fields.pop("lora") is None  # LoRA off: the field is left out, so older fingerprints stay valid
-    expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    as_json = dataclasses.asdict(spec)
+    assert as_json.pop("lora") is None  # LoRA off: the field is left out, so older fingerprints stay valid
+    assert as_json.pop("options") == {}  # the switches at their defaults: left out, older fingerprints stand
+    expected = hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest()
     assert spec.fingerprint == expected
+    switched = dataclasses.replace(spec, options={"head_only": True})
+    as_json = {k: v for k, v in dataclasses.asdict(switched).items() if k != "lora"}
+    expected = hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest()
+    assert switched.fingerprint == expected
+
+
+def test_the_originals_switches_enter_the_spec_where_they_act():
+    c = config()
+    assert spec_of(c).options == {}
+    c.train.optim, c.train.freeze_lm, c.model.reward_index = "adafactor", True, "nonzero_count"
+    assert spec_of(c).options == {"optim": "adafactor", "head_only": True, "reward_index": "nonzero_count"}
+    probe = config()
+    probe.train.linear_probe = True  # the same head-only updates as freeze_lm
+    assert spec_of(probe).options == {"head_only": True}
+    policy = spec_of(c, objective=SFT().hparams(), stage="sft")  # no reward head in a policy's loss
+    assert policy.options == {"optim": "adafactor"}
+    with pytest.raises(ValueError, match="options must hold only non-default"):
+        dataclasses.replace(spec_of(config()), options={"optim": "adam"})
 
 
 def test_every_result_changing_field_changes_the_fingerprint():

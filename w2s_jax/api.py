@@ -44,7 +44,7 @@ from w2s_jax.models.sharding import make_mesh
 from w2s_jax.models.tokenizer_store import load_saved_tokenizer
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
-from w2s_jax.train.optim import make_optimizer
+from w2s_jax.train.optim import head_only, make_optimizer
 
 __all__ = ["LoadError", "TrainedModel", "load_trained", "find_entry"]
 POLICY_STAGES = ("sft", "dpo", "simpo")
@@ -203,7 +203,8 @@ def load_trained(workdir: str | os.PathLike, role: str, seed: int | None = None,
     trust = bool(config.get("model", {}).get("trust_remote_code", False))
     mesh = mesh or make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
     tokenizer = _tokenizer(spec, directory.parent.parent, trust)
-    runtime = {"param_dtype": spec["param_dtype"], "dtype": spec["dtype"]}
+    runtime = {"param_dtype": spec["param_dtype"], "dtype": spec["dtype"],
+               "reward_index": spec.get("options", {}).get("reward_index", "last")}
     base = build_model(spec["model"], what=role, mesh=mesh, seed=spec["seed"], max_len=spec["max_len"],
                        runtime=runtime, tokenizer=tokenizer, trust_remote_code=trust, lora=spec.get("lora"))
     trainable, frozen = split_params(base.model, base.params)  # LoRA: the checkpoint holds adapters + head only
@@ -222,7 +223,9 @@ def _restore(directory: Path, meta: dict, spec: dict, params):
         if store.final_kind == "params":
             return store.restore({"params": abstract_of(params)}, steps)[1]["params"]
         nsteps = num_train_steps(spec["n_train"], spec["epochs"], spec["batch_size"])
-        state = step_lib.init_state(params, make_optimizer(spec["lr"], nsteps, spec["schedule"]))
+        options = spec.get("options", {})  # the optimizer's state has the shape the run's switches gave it
+        optimizer = make_optimizer(spec["lr"], nsteps, spec["schedule"], optim=options.get("optim", "adam"))
+        state = step_lib.init_state(params, head_only(optimizer) if options.get("head_only") else optimizer)
         return store.restore(abstract_of(state), steps)[1].params
     except Exception as e:  # orbax raises many types for a missing, truncated or changed checkpoint
         raise LoadError(f"{directory}: its final checkpoint (step {steps}) does not restore "

@@ -12,12 +12,13 @@ from w2s_jax.experiments import EXPERIMENTS
 from w2s_jax.experiments.base import parse_seeds, parse_students
 from w2s_jax.experiments.pretrain import DEMO_WORLD, PretrainSpec
 from w2s_jax.experiments.sweep import sweep_configs
-from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
+from w2s_jax.models.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES, REWARD_INDEXES
+from w2s_jax.objectives.policy import REWARD_TYPES
+from w2s_jax.objectives.reward import RM_LOSSES
 from w2s_jax.models.sharding import make_mesh
 from w2s_jax.train.checkpoint import FINAL_KINDS
-from w2s_jax.train.optim import SCHEDULE_NAMES
+from w2s_jax.train.optim import OPTIMIZERS, SCHEDULE_NAMES
 
-RM_LOSSES = ("bce", "logconf")
 
 
 class ConfigError(ValueError):
@@ -169,6 +170,10 @@ def validate(c, n_devices: int | None = None):
         _positive_int(c, "train.epochs")
         _choice(c, "train.schedule", SCHEDULE_NAMES)
         _choice(c, "train.loss", RM_LOSSES)
+        _choice(c, "train.w2s_loss", ("",) + RM_LOSSES)
+        for field in ("train.linear_probe", "train.freeze_lm"):
+            if not isinstance(_get(c, field), bool):
+                _fail(field, "must be true or false", _get(c, field))
     else:
         po = c.po
         for field in ("lr", "beta"):
@@ -178,8 +183,10 @@ def validate(c, n_devices: int | None = None):
         _positive_int(c, "po.epochs")
         _positive_int(c, "po.sft_epochs")
         _positive_int(c, "po.logp_chunk", allow_zero=True)
+        _choice(c, "po.reward_type", REWARD_TYPES)
         if not 0.5 <= po.conf_threshold < 1:
             _fail("po.conf_threshold", "must lie in [0.5, 1)", po.conf_threshold)
+    _check_switches(c)
     micro = c.train.micro_batch_size or c.train.batch_size
     if c.train.batch_size % micro:
         _fail("train.micro_batch_size", f"must divide train.batch_size={c.train.batch_size}", micro)
@@ -217,3 +224,16 @@ def validate(c, n_devices: int | None = None):
             except ConfigError as e:
                 raise ConfigError(f"sweep pair {weak}->{strong}: {e}") from None
     return mesh
+
+
+def _check_switches(c) -> None:
+    """The original's switches that every experiment reads (README "The original's switches")."""
+    _choice(c, "train.optim", OPTIMIZERS)
+    _positive_int(c, "train.eval_every", allow_zero=True)
+    _choice(c, "model.reward_index", REWARD_INDEXES)
+    if c.model.reward_index != "last" and c.experiment != "reward_model":
+        _fail("model.reward_index", f"places the reward head, which {c.experiment} runs never read; leave it 'last'",
+              c.model.reward_index)
+    if c.model.reward_index != "last" and c.train.packing:
+        _fail("model.reward_index", "the 'nonzero_count' quirk reads padded rows: set config.train.packing=False",
+              c.model.reward_index)

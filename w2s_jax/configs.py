@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEMO_SEEDS = "0,1,2"  # every demo preset runs these seeds; paper presets run one
 PO_ALGORITHMS = {"dpo": {"epochs": 3, "beta": 0.1}, "simpo": {"epochs": 1, "beta": 2.0}}
 # what a preference run does not read (its stages read config.po): absent from its config, refused when set
-PO_DEAD_TRAIN_FIELDS = ("lr", "epochs", "schedule", "loss")
+PO_DEAD_TRAIN_FIELDS = ("lr", "epochs", "schedule", "loss", "w2s_loss", "linear_probe", "freeze_lm")
 
 
 def model_spec(name: str = "", init: str = "pretrained", tokenizer: str = "", **arch) -> ConfigDict:
@@ -66,14 +66,21 @@ def base_config() -> ConfigDict:
                           "scan_layers": True, "attention_impl": "auto", "trust_remote_code": False,
                           # low-rank adapters (w2s_jax/models/lora.py): rank 0 = full fine-tuning; targets: a
                           # regex fullmatched on kernel paths ("" = the q/k/v/o attention projections)
-                          "lora": ConfigDict({"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": ""})})
+                          "lora": ConfigDict({"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": ""}),
+                          # "nonzero_count": the original's "!"-token quirk of the reward position (README)
+                          "reward_index": "last"})
     c.train = ConfigDict({"lr": 1e-5, "batch_size": 32, "micro_batch_size": 0, "epochs": 1,
                           "schedule": "cosine_to_zero", "loss": "bce", "save_every": 50, "eval_batch_size": 32,
                           # pack the sequences of a batch into rows of >= pack_len tokens (same math, less padding)
                           "packing": True, "pack_len": 256,
                           # what a finished model keeps: "full" (train state, resumable) or "params" (a third
                           # of the disk; earlier checkpoints are dropped)
-                          "final_checkpoint": "full"})
+                          "final_checkpoint": "full",
+                          # the original's switches (README "The original's switches"): the students' own loss
+                          # ("" = train.loss), "adam" | "adafactor", head-only training, and every N steps a
+                          # D_test loss / accuracy point in metrics.jsonl (0 = off; never changes the training)
+                          "w2s_loss": "", "optim": "adam", "linear_probe": False, "freeze_lm": False,
+                          "eval_every": 0})
     # scoring: "pmap" replicates the model on every local device; "sharded" keeps the training sharding (models
     # too large to replicate)
     c.eval = ConfigDict({"mode": "pmap"})
@@ -177,6 +184,7 @@ def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
     for name in PO_DEAD_TRAIN_FIELDS:
         del c.train[name]
     c.po = ConfigDict({"lr": 1e-6, "sft_epochs": 1, "gamma": 1.0, "conf_threshold": 0.75,
+                       "reward_type": "reverse",  # the explicit-conflict term: "reverse" or "sft" (spec §3.8)
                        "logp_chunk": 128,  # time steps per chunk of the log-softmax (0: all at once)
                        **PO_ALGORITHMS[algorithm]})
     if preset == "demo":

@@ -75,6 +75,7 @@ class Experiment:
         self.buckets = bucket_lengths(config.data.max_len, config.data.bucket_multiple, config.data.max_buckets)
         self.runtime = {k: config.model[k] for k in ("param_dtype", "dtype", "remat_policy", "scan_layers",
                                                      "attention_impl")}
+        self.runtime["reward_index"] = config.model.get("reward_index", "last")
         packed = bool(config.train.packing)
         self.trainer = Trainer(mesh, self.buckets, layout="packed" if packed else "padded",
                                pack_len=config.train.pack_len if packed else None, log_fn=self.metrics.write)
@@ -219,7 +220,8 @@ class Experiment:
         micro = self.config.train.micro_batch_size or default_micro_batch(
             spec.batch_size, self.config.data.max_len, rows, self.mesh.devices.flat[0].platform)
         return TrainSpec(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs, schedule=spec.schedule,
-                         seed=spec.seed, micro_batch_size=micro)
+                         seed=spec.seed, micro_batch_size=micro,
+                         optim=spec.options.get("optim", "adam"), head_only=spec.options.get("head_only", False))
 
     def store(self, role: str, spec: TrainedModelSpec) -> ModelStore:
         """The checkpoint store of one trained model. Ceilings share one name whatever their place (a sweep's
@@ -230,11 +232,14 @@ class Experiment:
                           final=self.config.train.get("final_checkpoint", "full"))
 
     def fit(self, role: str, spec: TrainedModelSpec, objective, model, params, dataset,
-            store: ModelStore | None = None) -> tuple[ModelStore, TrainResult]:
+            store: ModelStore | None = None, evaluate: Callable | None = None) -> tuple[ModelStore, TrainResult]:
+        """`evaluate(params) -> {"eval_loss", "eval_accuracy"}` on D_test (`eval.curves`): a curve point every
+        `train.eval_every` steps (0: never), written to metrics.jsonl beside the step's metrics."""
         store = store if store is not None else self.store(role, spec)
         try:
             return store, self.trainer.fit(params, objective, model, dataset, self.train_spec(spec), store=store,
-                                           desc=self.desc(role))
+                                           desc=self.desc(role), evaluate=evaluate,
+                                           eval_every=self.config.train.get("eval_every", 0))
         finally:
             store.close()
 

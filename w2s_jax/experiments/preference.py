@@ -18,6 +18,7 @@ from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.data.batches import PairDataset, SequenceDataset
 from w2s_jax.data.loading import hash_arrays
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
+from w2s_jax.eval import curves
 from w2s_jax.eval.inference import score_policy_pairs
 from w2s_jax.experiments.base import Experiment
 from w2s_jax.experiments.spec import spec_from_config
@@ -77,7 +78,8 @@ class PreferenceExperiment(Experiment):
         base = self.fingerprint_model(which)
         sft_spec = spec_from_config(c, which, base, stage=sft.name, objective=sft.hparams(), epochs=po.sft_epochs,
                                     **common)
-        hparams = {"beta": po.beta, "alpha": float(c.conflict.alpha) if explicit else None, "chunk_size": chunk}
+        hparams = {"beta": po.beta, "alpha": float(c.conflict.alpha) if explicit else None, "chunk_size": chunk,
+                   "reward_type": po.get("reward_type", "reverse")}
         if self.algorithm == "simpo":
             hparams["gamma"] = po.gamma
         objective = POLICY_OBJECTIVES[self.algorithm](**hparams)
@@ -87,21 +89,29 @@ class PreferenceExperiment(Experiment):
 
     def train_policy(self, role: str, which: str, chosen: list[str], rejected: list[str], acc: np.ndarray,
                      origin: str, explicit: bool = False) -> dict:
-        c, seed = self.config, self.seed
+        c, po, seed = self.config, self.config.po, self.seed
         pairs, sft, sft_spec, objective, spec = self._policy_specs(which, chosen, rejected, acc, origin, explicit)
         started = time.time()
         model = build_model(self.model_spec(which), what=which, mesh=self.mesh, seed=seed, max_len=c.data.max_len,
                             runtime=self.runtime, tokenizer=self.tokenizers[which],
                             trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir,
                             lora=c.model.get("lora"))
+        test = self.test[which]
+        curve = lambda stage, **kw: lambda params: curves.policy_point(  # noqa: E731
+            stage, self._score(model, params, test, f"{self.desc(role)}: eval"), **kw)
         _, sft_result = self.fit(f"{role}-sft", sft_spec, sft, model.model, model.params,
-                                 SequenceDataset(pairs.ids_a, pairs.loss_mask_a))
+                                 SequenceDataset(pairs.ids_a, pairs.loss_mask_a), evaluate=curve("sft"))
         store = self.store(role, spec)
         if self.algorithm == "dpo":
             refs = self._reference_logps(store, model, sft_result.params, pairs)
             pairs = PairDataset(pairs.ids_a, pairs.ids_b, pairs.loss_mask_a, pairs.loss_mask_b,
                                 {**pairs.extras, "ref_c": refs[0], "ref_r": refs[1]})
-        store, result = self.fit(role, spec, objective, model.model, sft_result.params, pairs, store)
+        evaluate = None
+        if c.train.get("eval_every", 0):  # DPO's loss reads the reference (the SFT model) on D_test too
+            reference = self._score(model, sft_result.params, test, "eval reference") \
+                if self.algorithm == "dpo" else None
+            evaluate = curve(self.algorithm, beta=po.beta, gamma=po.get("gamma", 0.0), reference=reference)
+        store, result = self.fit(role, spec, objective, model.model, sft_result.params, pairs, store, evaluate)
         test_scores = self.score_test(role, store, self.test[which], lambda: self._score(
             model, result.params, self.test[which], f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)

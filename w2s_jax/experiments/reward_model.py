@@ -20,6 +20,7 @@ from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import PairDataset
 from w2s_jax.data.loading import hash_arrays
 from w2s_jax.data.tokenize import tokenize_cached, tokenizer_fingerprint
+from w2s_jax.eval import curves
 from w2s_jax.eval.inference import score_pairs
 from w2s_jax.experiments.base import Experiment
 from w2s_jax.experiments.spec import spec_from_config
@@ -83,8 +84,10 @@ class RewardModelExperiment(Experiment):
                             trust_remote_code=c.model.trust_remote_code, cache_dir=self.cache_dir,
                             lora=c.model.get("lora"))
         started = time.time()
-        store, result = self.fit(role, spec, objective, model.model, model.params, dataset)
         test = self.test[which]
+        evaluate = lambda params: curves.reward_model_point(  # noqa: E731
+            self._score(model.model, params, test, f"{self.desc(role)}: eval"), test.extras["gt"])
+        store, result = self.fit(role, spec, objective, model.model, model.params, dataset, evaluate=evaluate)
         z = self.score_test(role, store, test,
                             lambda: self._score(model.model, result.params, test, f"{self.desc(role)}: D_test"))
         self.record(role, store, result, started)
@@ -133,9 +136,12 @@ class RewardModelExperiment(Experiment):
     def run_seed(self, seed: int) -> tuple[list[dict], list[int]]:
         c, students = self.config, self.students()
         self._order(seed)
-        bce, student_loss = RewardModel("bce"), RewardModel(c.train.loss)
+        # the original's --loss trains every model, --w2s_loss (when set) the students instead
+        ceiling_loss = RewardModel(c.train.loss)
+        student_loss = RewardModel(c.train.get("w2s_loss", "") or c.train.loss)
         ceiling = lambda role, which: self._train_and_score(  # noqa: E731
-            role, which, self._dataset(which, [("gt", self.ab["gt"])], self.ab["gt"], self.ab["gt"]), bce, "gt")
+            role, which, self._dataset(which, [("gt", self.ab["gt"])], self.ab["gt"], self.ab["gt"]), ceiling_loss,
+            "gt")
         weak = ceiling("weak_ceiling", "weak")
         models = [weak, ceiling("strong_ceiling", "strong")]
         soft = self.soft_labels(weak, "weak", "weak", self.ab["weak"], "weak")
@@ -163,7 +169,8 @@ class RewardModelExperiment(Experiment):
         c, students, ready = self.config, self.students(), not self.pending_bases
         if ready:
             self._order(seed)
-        student_loss, out = RewardModel(c.train.loss), []
+        ceiling_loss, out = RewardModel(c.train.loss), []
+        student_loss = RewardModel(c.train.get("w2s_loss", "") or c.train.loss)
 
         def planned(role, which, name, labels, origin, objective, with_conflict=False, waits_for=None):
             known = ready and labels is not None
@@ -174,7 +181,7 @@ class RewardModelExperiment(Experiment):
             return out[-1]
 
         ceiling = lambda role, which: planned(role, which, "gt", self.ab["gt"] if ready else None, "gt",  # noqa: E731
-                                              RewardModel("bce"))
+                                              ceiling_loss)
         weak = ceiling("weak_ceiling", "weak")
         ceiling("strong_ceiling", "strong")
         found = self.labels_on_file("weak", weak)

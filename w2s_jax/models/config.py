@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+REWARD_INDEXES = ("last", "nonzero_count")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -62,6 +63,9 @@ class ModelConfig:
     remat_policy: str = "none"
     scan_layers: bool = True
     attention_impl: str = "auto"
+    # where the reward head reads: "last" real token, or "nonzero_count", the original's (ids != 0).sum() - 1
+    # quirk (heads.reward_index). Unlike the knobs above it changes results: it enters the trained-model spec.
+    reward_index: str = "last"
 
     def __post_init__(self):
         if self.param_dtype not in DTYPES or self.dtype not in DTYPES:
@@ -71,6 +75,8 @@ class ModelConfig:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}; got {self.remat_policy!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}; got {self.attention_impl!r}")
+        if self.reward_index not in REWARD_INDEXES:
+            raise ValueError(f"reward_index must be one of {REWARD_INDEXES}; got {self.reward_index!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
 
@@ -91,7 +97,7 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-RUNTIME_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers", "attention_impl")
+RUNTIME_FIELDS = ("param_dtype", "dtype", "remat_policy", "scan_layers", "attention_impl", "reward_index")
 
 
 def runtime_overrides(**knobs) -> dict:

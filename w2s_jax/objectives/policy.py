@@ -10,6 +10,7 @@ import dataclasses
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 
 from w2s_jax.models.forwards import packed_logps, pair_logps, response_logps
 from w2s_jax.objectives.base import Objective, neutral
@@ -43,14 +44,45 @@ class SFT(Objective):
         return loss
 
 
+REWARD_TYPES = ("reverse", "sft")
+
+
+def side_lengths(mb, layout: str, n: int):
+    """Tokens of every chosen and rejected sequence of a microbatch (prompt and response): ([n], [n])."""
+    if layout == "packed":
+        owner = mb["owner"].reshape(-1)
+        counts = jax.ops.segment_sum((owner > 0).astype(jnp.float32), owner, num_segments=2 * n + 1)[1:]
+        return counts[:n], counts[n:]
+    return mb["mask_a"].sum(-1).astype(jnp.float32), mb["mask_b"].sum(-1).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Preference(Objective):
     beta: float = 0.1
-    alpha: float | None = None  # set: the reverse explicit-conflict term (reads `acc`) with this weight
+    alpha: float | None = None  # set: the explicit-conflict term (reads `acc`) with this weight
     chunk_size: int | None = neutral()
+    reward_type: str = "reverse"  # the conflict term: "reverse" (the scripts') or "sft" (spec §3.8)
 
-    def _conflict(self, mb):
-        return losses.ReverseConflict(mb["acc"], self.alpha) if self.alpha is not None else None
+    def __post_init__(self):
+        if self.reward_type not in REWARD_TYPES:
+            raise ValueError(f"unknown reward_type {self.reward_type!r}; known: {REWARD_TYPES}")
+
+    def hparams(self) -> dict:
+        """reward_type enters only where it acts (a conflict that is not the default reverse one), so models
+        trained before it existed keep their fingerprints."""
+        out = super().hparams()
+        if self.alpha is None or self.reward_type == "reverse":
+            del out["reward_type"]
+        return out
+
+    def _conflict(self, mb, layout: str, summed_c, summed_r):
+        if self.alpha is None:
+            return None
+        if self.reward_type == "reverse":
+            return losses.ReverseConflict(mb["acc"], self.alpha)
+        len_c, len_r = side_lengths(mb, layout, summed_c.shape[0])
+        nll = lambda summed, length: -summed / jnp.maximum(length - 1, 1)  # noqa: E731
+        return losses.SFTConflict(mb["acc"], self.alpha, nll(summed_c, len_c), nll(summed_r, len_r))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +96,8 @@ class DPO(_Preference):
     def loss_fn(self, model, layout: str):
         def loss(params, mb, progress):
             sc, sr, _, _ = pair_logps(model, params, mb, self.chunk_size, layout)
-            return losses.dpo_loss(sc, sr, mb["ref_c"], mb["ref_r"], self.beta, mb["valid"], self._conflict(mb))
+            return losses.dpo_loss(sc, sr, mb["ref_c"], mb["ref_r"], self.beta, mb["valid"],
+                                   self._conflict(mb, layout, sc, sr))
 
         return loss
 
@@ -82,8 +115,8 @@ class SimPO(_Preference):
 
     def loss_fn(self, model, layout: str):
         def loss(params, mb, progress):
-            _, _, mc, mr = pair_logps(model, params, mb, self.chunk_size, layout)
-            return losses.simpo_loss(mc, mr, self.beta, self.gamma, mb["valid"], self._conflict(mb))
+            sc, sr, mc, mr = pair_logps(model, params, mb, self.chunk_size, layout)
+            return losses.simpo_loss(mc, mr, self.beta, self.gamma, mb["valid"], self._conflict(mb, layout, sc, sr))
 
         return loss
 

@@ -1,4 +1,5 @@
-"""The reward-model objective (original-spec §2.5-2.7): BCE on soft labels, logconf, or the explicit conflict."""
+"""The reward-model objective (original-spec §2.5-2.7): BCE on soft labels, the original's other losses (xent,
+product, logconf, logconf_bce), or the explicit conflict."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,15 +7,16 @@ from typing import ClassVar
 
 from w2s_jax.models.forwards import pair_rewards
 from w2s_jax.objectives.base import Objective
-from w2s_jax.train import losses
+from w2s_jax.train import losses, rm_losses
 
-RM_KINDS = ("bce", "logconf", "explicit")
+RM_LOSSES = ("bce", "logconf", "xent", "product", "logconf_bce")  # the original's --loss / --w2s_loss values
+RM_KINDS = RM_LOSSES + ("explicit",)
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardModel(Objective):
-    """`kind`: "bce" (ceilings, students), "logconf" (the auxiliary-confidence loss) or "explicit" (the conflict
-    term weighted by `alpha`, which only that kind has)."""
+    """`kind`: one of `RM_LOSSES` (ceilings and students) or "explicit" (the conflict term weighted by `alpha`,
+    which only that kind has)."""
 
     kind: str = "bce"
     alpha: float | None = None
@@ -34,10 +36,17 @@ class RewardModel(Objective):
     def loss_fn(self, model, layout: str):
         def loss(params, mb, progress):
             z = pair_rewards(model, params, mb, layout)
+            label, valid, gt = mb["label"], mb["valid"], mb["gt"]
             if self.kind == "bce":
-                return losses.rm_bce(z, mb["label"], mb["valid"], mb["gt"])
+                return losses.rm_bce(z, label, valid, gt)
             if self.kind == "logconf":
-                return losses.rm_logconf(z, mb["label"], progress, valid=mb["valid"], gt_labels=mb["gt"])
-            return losses.rm_explicit_conflict(z, mb["label"], mb["gt"], self.alpha, mb["valid"])
+                return losses.rm_logconf(z, label, progress, valid=valid, gt_labels=gt)
+            if self.kind == "xent":
+                return rm_losses.rm_xent(z, label, valid, gt)
+            if self.kind == "product":
+                return rm_losses.rm_product(z, label, valid=valid, gt_labels=gt)
+            if self.kind == "logconf_bce":
+                return rm_losses.rm_logconf_bce(z, label, progress, valid=valid, gt_labels=gt)
+            return losses.rm_explicit_conflict(z, label, gt, self.alpha, valid)
 
         return loss

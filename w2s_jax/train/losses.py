@@ -47,6 +47,21 @@ class ReverseConflict:
     alpha: float | Array
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["weak_correct", "alpha", "nll_c", "nll_r"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class SFTConflict:
+    """Explicit conflict with ``reward_type="sft"`` (spec §3.8): on the same active set M as the reverse term, add
+    ``α ·`` the NLL of the GT-harmful side h. ``nll_c`` / ``nll_r`` [B] are each side's NLL as the original takes
+    it: ``-Σ_t mask_t log p_t`` over the response, divided by the side's whole length minus one (its mean over
+    every shifted position, padding and prompt included, at the original's microbatch of 1)."""
+
+    weak_correct: Array
+    alpha: float | Array
+    nll_c: Array
+    nll_r: Array
+
+
 def _float_dtype(x: Array) -> jnp.dtype:
     return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
 
@@ -168,16 +183,22 @@ def sft_loss(summed_chosen: Array, n_tokens_full_mask: Array, valid: Array | Non
 
 
 def _add_reverse_conflict(
-    terms: LossTerms, conflict: ReverseConflict, score_c: Array, score_r: Array, harmful_logit: Array, w: Array
+    terms: LossTerms, conflict: ReverseConflict | SFTConflict, score_c: Array, score_r: Array, harmful_logit: Array,
+    w: Array
 ) -> LossTerms:
-    """Adds ``α · Σ_{l∈M} -log σ(harmful_logit_l)`` with ``M = {(score_c < score_r) == acc}`` (§3.8).
+    """Adds ``α · Σ_{l∈M} -log σ(harmful_logit_l)`` (reverse) or ``α · Σ_{l∈M} NLL(h_l)`` (sft) with
+    ``M = {(score_c < score_r) == acc}`` (§3.8).
 
     M is where the policy already prefers the GT-harmful side; the sum is divided by the same count as the main loss
     (the whole minibatch), so inactive rows count in the denominator.
     """
     acc = jnp.asarray(conflict.weak_correct).astype(bool)
     active = lax.stop_gradient(((score_c < score_r) == acc).astype(w.dtype))
-    conflict_sum = jnp.sum(w * active * -jax.nn.log_sigmoid(harmful_logit))
+    if isinstance(conflict, SFTConflict):  # h is the rejected side where the weak label is right
+        per_example = jnp.where(acc, jnp.asarray(conflict.nll_r), jnp.asarray(conflict.nll_c)).astype(w.dtype)
+    else:
+        per_example = -jax.nn.log_sigmoid(harmful_logit)
+    conflict_sum = jnp.sum(w * active * per_example)
     loss_sum = terms.loss_sum + conflict.alpha * conflict_sum
     metrics = dict(terms.metrics, loss=loss_sum, main_loss=terms.loss_sum, conflict_loss=conflict_sum)
     metrics["conflict_active"] = jnp.sum(w * active)
@@ -191,12 +212,13 @@ def dpo_loss(
     reference_rejected: Array,
     beta: float = 0.1,
     valid: Array | None = None,
-    conflict: ReverseConflict | None = None,
+    conflict: ReverseConflict | SFTConflict | None = None,
 ) -> LossTerms:
     """DPO (§3.4): ``-log σ(β[(S_π(c) - S_π(r)) - (S_ref(c) - S_ref(r))])`` on summed response log-probs.
 
-    With ``conflict`` (§3.8, reverse): the GT-harmful side h is the rejected one where ``acc`` else the chosen one;
-    on ``M = {(S_π(c) < S_π(r)) == acc}`` add ``α · -log σ(β · Δ_DPO(h ≻ other))`` (the DPO margin with h first).
+    With ``conflict`` (§3.8, reverse; an ``SFTConflict`` adds h's NLL instead): the GT-harmful side h is the
+    rejected one where ``acc`` else the chosen one; on ``M = {(S_π(c) < S_π(r)) == acc}`` add
+    ``α · -log σ(β · Δ_DPO(h ≻ other))`` (the DPO margin with h first).
     Metrics: loss, chosen_reward / rejected_reward (Σ β(S_π - S_ref)), reward_accuracy (Σ 1[chosen_reward >
     rejected_reward], strict as in TRL), policy_accuracy (Σ 1[S_π(c) >= S_π(r)], the eval rule of §3.6), and with a
     conflict main_loss, conflict_loss (unweighted by α), conflict_active (|M|).
@@ -228,11 +250,12 @@ def simpo_loss(
     beta: float = 2.0,
     gamma: float = 1.0,
     valid: Array | None = None,
-    conflict: ReverseConflict | None = None,
+    conflict: ReverseConflict | SFTConflict | None = None,
 ) -> LossTerms:
     """SimPO (§3.5): ``-log σ(β(S̄_π(c) - S̄_π(r)) - γ)`` on per-token mean response log-probs, no reference.
 
-    With ``conflict`` (§3.8, reverse): on ``M = {(S̄_π(c) < S̄_π(r)) == acc}`` add
+    With ``conflict`` (§3.8, reverse; an ``SFTConflict`` adds h's NLL instead): on
+    ``M = {(S̄_π(c) < S̄_π(r)) == acc}`` add
     ``α · -log σ(β(S̄_π(h) - S̄_π(other)) - γ)``, h the GT-harmful side (γ keeps its sign).
     Metrics: loss, chosen_reward / rejected_reward (Σ β S̄_π), reward_accuracy (Σ 1[S̄_π(c) > S̄_π(r)]),
     policy_accuracy (Σ 1[S̄_π(c) >= S̄_π(r)], the eval rule of §3.6), plus the conflict metrics as in ``dpo_loss``.

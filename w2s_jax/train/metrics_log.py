@@ -47,8 +47,9 @@ class MetricsLog:
         writer = self._writer(role)
         if writer is not None:
             for name, value in metrics.items():
-                if name != "step":
-                    writer.add_scalar(f"train/{name}", value, metrics["step"])
+                if name != "step":  # eval_every's points: eval/loss, eval/accuracy
+                    tag = f"eval/{name[5:]}" if name.startswith("eval_") else f"train/{name}"
+                    writer.add_scalar(tag, value, metrics["step"])
 
     def close(self) -> None:
         if self._file is not None:

@@ -1,9 +1,10 @@
 """Optimizer and learning-rate schedules of the original runs (original-spec §2.5, §3.3, §10).
 
 Every run uses torch ``Adam(lr)`` = ``optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)``: no weight decay and no gradient
-clipping anywhere in the original code. A schedule is evaluated at the update index k = 0, 1, … (optax passes the
-count of updates already applied), which is the lr torch uses for its (k+1)-th ``optimizer.step()`` when the
-scheduler is stepped after each update.
+clipping anywhere in the original code. ``optim="adafactor"`` is the original's ``--optim adafactor``
+(`adafactor`), and `head_only` trains the reward head alone (``--linear_probe`` / ``--freeze_lm``). A schedule is
+evaluated at the update index k = 0, 1, … (optax passes the count of updates already applied), which is the lr torch
+uses for its (k+1)-th ``optimizer.step()`` when the scheduler is stepped after each update.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import numbers
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -77,6 +79,40 @@ def make_schedule(lr: float, nsteps: int, schedule_name: str) -> optax.Schedule:
     return factory(lr, nsteps)
 
 
+OPTIMIZERS = ("adam", "adafactor")
+
+
+def relative_step(count: jnp.ndarray) -> jnp.ndarray:
+    """Adafactor's relative step size ``min(1e-2, 1/sqrt(t))`` at update t = count + 1 (no warmup_init)."""
+    return jnp.minimum(1e-2, jax.lax.rsqrt(jnp.asarray(count, jnp.float32) + 1.0))
+
+
+def adafactor() -> optax.GradientTransformation:
+    """The original's ``toptim.Adafactor(model.parameters(), lr=lr)`` (torch_optimizer, openai's ``train.py``).
+
+    torch_optimizer's defaults keep ``relative_step=True``, under which the ``lr`` it is given, and the scheduler
+    that rescales that lr, are never read: the step is ``min(1e-2, 1/sqrt(t)) · max(1e-3, RMS(param))``
+    (``scale_parameter``), the second moment is factored for every matrix (``eps = 1e-30``, ``decay_rate = -0.8``
+    i.e. β2_t = 1 - t^-0.8), the update is clipped to RMS <= 1, no momentum, no weight decay. optax.adafactor
+    does the same per parameter leaf. Where a leaf is not one torch matrix (a ``scan_layers`` stack [L, ...], a
+    3-D attention kernel) the RMS statistics span the whole leaf and the factoring runs over its two largest
+    axes, which is not torch's per-matrix split.
+    """
+    return optax.adafactor(learning_rate=relative_step, min_dim_size_to_factor=1, decay_rate=0.8,
+                           multiply_by_parameter_scale=True, clipping_threshold=1.0, momentum=None, eps=1e-30)
+
+
+def head_only(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`optimizer`, then every update but the reward head's set to zero: the backbone never moves (torch's
+    ``requires_grad = False`` on everything but ``score``). Its optimizer state is still kept (zero moments, since
+    its gradients are zero) so the state has the params' structure and sharding like any other run's."""
+    def zero_all_but_the_head(updates, params=None):
+        del params
+        return {k: v if k == "reward_head" else jax.tree.map(jnp.zeros_like, v) for k, v in updates.items()}
+
+    return optax.chain(optimizer, optax.stateless(zero_all_but_the_head))
+
+
 def make_optimizer(
     lr: float,
     nsteps: int,
@@ -84,12 +120,19 @@ def make_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    optim: str = "adam",
 ) -> optax.GradientTransformation:
-    """``optax.adam`` driven by the named schedule: torch ``Adam(lr, betas=(b1, b2), eps)`` + its scheduler (§10).
+    """``optax.adam`` driven by the named schedule: torch ``Adam(lr, betas=(b1, b2), eps)`` + its scheduler (§10);
+    or with ``optim="adafactor"`` the original's Adafactor (`adafactor`: lr and schedule unread, as there).
 
     ``nsteps`` is the number of optimizer updates of the stage (``len(data) · epochs // batch_size``); each stage
     (SFT, then DPO/SimPO) gets its own optimizer and state, as in the original.
     """
+    if optim not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optim!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if optim == "adafactor":
+        _check(lr, nsteps)
+        return adafactor()
     if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
         raise ValueError(f"Adam betas must lie in [0, 1), got b1={b1!r}, b2={b2!r}")
     if not eps > 0:

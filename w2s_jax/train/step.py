@@ -44,8 +44,11 @@ def opt_state_shardings(optimizer: optax.GradientTransformation, params):
     FSDP (58 GB for a 7B model). Works on abstract params (ShapeDtypeStructs with shardings) too."""
     replicated = _replicated_like(params)
     abstract = jax.eval_shape(optimizer.init, params)
-    return optax.tree_map_params(optimizer, lambda _, sharding: sharding, abstract,
-                                 jax.tree.map(lambda x: x.sharding, params),
+    # a param-shaped leaf takes the param's sharding; one of another shape (Adafactor's factored row / column
+    # moments) is replicated
+    return optax.tree_map_params(optimizer,
+                                 lambda leaf, param, sharding: sharding if leaf.shape == param.shape else replicated,
+                                 abstract, params, jax.tree.map(lambda x: x.sharding, params),
                                  transform_non_params=lambda _: replicated)
 
 

@@ -25,7 +25,7 @@ from w2s_jax.models.lora import join_params, split_params
 from w2s_jax.progress import progress
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
-from w2s_jax.train.optim import make_optimizer, make_schedule
+from w2s_jax.train.optim import head_only as head_only_optimizer, make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class TrainSpec:
     schedule: str
     seed: int
     micro_batch_size: int | None = None  # None: the whole batch in one forward
+    optim: str = "adam"  # or "adafactor" (the original's --optim)
+    head_only: bool = False  # train the reward head alone (--linear_probe / --freeze_lm)
 
     @property
     def n_micro(self) -> int:
@@ -61,6 +63,7 @@ class TrainResult:
     reused: bool
     history: list[dict]
     compiled_shapes: list[tuple] = field(default_factory=list)  # distinct input shapes = train-step compiles
+    evals: list[dict] = field(default_factory=list)  # the `eval_every` points: step, eval_loss, eval_accuracy
 
 
 class Trainer:
@@ -90,15 +93,21 @@ class Trainer:
 
     def init(self, params, spec: TrainSpec, nsteps: int):
         """(optimizer, TrainState) of a stage of `nsteps` steps."""
-        optimizer = make_optimizer(spec.lr, nsteps, spec.schedule)
+        optimizer = make_optimizer(spec.lr, nsteps, spec.schedule, optim=spec.optim)
+        if spec.head_only:
+            optimizer = head_only_optimizer(optimizer)
         return optimizer, step_lib.init_state(params, optimizer)
 
-    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int, frozen_shardings=None):
+    def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int, frozen_shardings=None,
+                head_only: bool = False):
         """The jitted `(state, microbatches[, frozen]) -> (state, metrics)` of `objective` on `model` (`frozen`:
-        the base weights of a LoRA model, `models.lora`)."""
+        the base weights of a LoRA model, `models.lora`). `head_only`: the backbone is a constant of the loss (the
+        original's detached features), so no gradient is computed for it."""
+        loss_fn = objective.loss_fn(model, self.layout)
+        if head_only:
+            loss_fn = _detached_backbone(loss_fn)
         join = (lambda p, f: join_params(model, p, f)) if frozen_shardings is not None else None
-        return step_lib.make_train_step(objective.loss_fn(model, self.layout), optimizer, state_shardings, nsteps,
-                                        frozen_shardings, join)
+        return step_lib.make_train_step(loss_fn, optimizer, state_shardings, nsteps, frozen_shardings, join)
 
     def lower(self, objective, model, optimizer, abstract_state, abstract_batch: dict, nsteps: int = 1000,
               abstract_frozen=None):
@@ -110,14 +119,21 @@ class Trainer:
         return self.step_fn(objective, model, optimizer, shardings, nsteps, frozen_sh).lower(*args)
 
     def fit(self, params, objective, model, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
-            store: ModelStore | None = None, desc: str = "train") -> TrainResult:
-        """Train `params` on `dataset`; with a `store`, reuse it if finished and resume it if partial."""
+            store: ModelStore | None = None, desc: str = "train", evaluate: Callable[[Any], dict] | None = None,
+            eval_every: int = 0) -> TrainResult:
+        """Train `params` on `dataset`; with a `store`, reuse it if finished and resume it if partial.
+
+        `evaluate(params) -> {"eval_loss", "eval_accuracy", ...}` runs after every `eval_every`-th step and after the
+        last (the original's `eval_every`); its points go to `log_fn` and `TrainResult.evals`. It reads the
+        parameters between two steps and touches nothing the step uses (no RNG, no data order, no buffers), so the
+        trained parameters are bitwise those of a run without it."""
         nsteps = num_train_steps(len(dataset), spec.epochs, spec.batch_size)
         if nsteps < 1:
             raise ValueError(f"{desc}: {len(dataset)} examples x {spec.epochs} epochs give no full batch of "
                              f"{spec.batch_size}")
         with store.exclusive() if store is not None else contextlib.nullcontext():
-            return self._fit(params, objective, model, dataset, spec, nsteps, store, desc)
+            return self._fit(params, objective, model, dataset, spec, nsteps, store, desc,
+                             evaluate if eval_every else None, eval_every)
 
     def _restore(self, store: ModelStore, state, nsteps: int, desc: str):
         """(finished params or None, (start step, state) to resume from or None, whether the store was complete)."""
@@ -135,7 +151,8 @@ class Trainer:
                         f"resuming from step {found[0]}" if found else "training it again")
         return None, found, complete
 
-    def _fit(self, params, objective, model, dataset, spec: TrainSpec, nsteps: int, store, desc: str):
+    def _fit(self, params, objective, model, dataset, spec: TrainSpec, nsteps: int, store, desc: str,
+             evaluate=None, eval_every: int = 0):
         params, frozen = split_params(model, params)  # LoRA: only adapters + head train and are checkpointed
         optimizer, state = self.init(params, spec, nsteps)
         start = 0
@@ -151,10 +168,12 @@ class Trainer:
                 store.mark("training", steps=nsteps)
             distributed.sync(f"train-start:{store.fingerprint}")
         frozen_sh = None if frozen is None else jax.tree.map(lambda x: x.sharding, frozen)
-        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps, frozen_sh)
+        step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps, frozen_sh,
+                               spec.head_only)
         extra = () if frozen is None else (frozen,)
         prepare, schedule = self.prepare(objective, dataset), make_schedule(spec.lr, nsteps, spec.schedule)
         history: list[dict] = []
+        evals: list[dict] = []
         shapes: dict[tuple, None] = {}
         batches = train_batches(dataset, spec.batch_size, epochs=spec.epochs, seed=spec.seed, buckets=self.buckets,
                                 start_step=start)
@@ -171,6 +190,11 @@ class Trainer:
             bar.set_postfix(loss=metrics["loss"], refresh=False)
             if self.log_fn is not None:
                 self.log_fn(desc, metrics)
+            if evaluate is not None and ((k + 1) % eval_every == 0 or k + 1 == nsteps):
+                point = {**evaluate(join_params(model, state.params, frozen)), "step": k + 1}
+                evals.append(point)
+                if self.log_fn is not None:
+                    self.log_fn(desc, point)
             faults.point("after_step", k + 1, f"{desc}:{k + 1}")
             last_as_params = store is not None and k + 1 == nsteps and store.final == "params"  # `finish` writes it
             if store is not None and not last_as_params and store.save(k + 1, state):
@@ -178,7 +202,8 @@ class Trainer:
         if store is not None:
             store.finish(nsteps, state)
             distributed.sync(f"train-end:{store.fingerprint}")
-        return TrainResult(join_params(model, state.params, frozen), nsteps - start, False, history, list(shapes))
+        return TrainResult(join_params(model, state.params, frozen), nsteps - start, False, history, list(shapes),
+                           evals)
 
     @staticmethod
     def _check_finite(metrics: dict, k: int, store, desc: str) -> None:
@@ -191,3 +216,11 @@ class Trainer:
             "no checkpoint was written before it"
         raise NonFiniteLossError(f"{desc}: {bad} is {metrics[bad]} at step {k + 1}; stopping ({kept}). "
                                  "Lower train.lr or check the data.")
+
+
+def _detached_backbone(loss_fn):
+    def loss(params, mb, progress):
+        return loss_fn({k: v if k == "reward_head" else jax.lax.stop_gradient(v) for k, v in params.items()}, mb,
+                       progress)
+
+    return loss
