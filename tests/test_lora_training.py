@@ -191,3 +191,22 @@ def test_reward_model_and_simpo_train_adapters_and_head_over_a_frozen_base(loade
     assert np.abs(np.asarray(b)).max() > 0
     head_moved = np.abs(np.asarray(result.params["reward_head"]["kernel"]) - head_before).max()
     assert (head_moved > 0) == (objective == "reward_model")  # the policy losses never read the head
+
+
+def test_scoring_a_plain_then_a_lora_model_of_one_config_in_one_process(loaded):
+    """Scoring keeps compiled functions per model config: a plain model scored first must not lend its compiled
+    forward (which never adds the adapters' term) to a LoRA model of the same config. Reference: the merged
+    kernels W + scale * A @ B in the plain model."""
+    from w2s_jax.eval.inference import score_pairs
+
+    model, params = fresh(loaded)
+    params[LORA_KEY] = jax.tree.map(lambda x: x + 0.05, params[LORA_KEY])  # B != 0: the adapters act
+    ids, _ = sequences(n=8, seed=3)
+    other, _ = sequences(n=8, seed=4)
+    data = PairDataset(ids, other)
+    score = lambda m, p: score_pairs(m, p, data, batch_size=4, mesh=mesh(), buckets=bucket_lengths(10, 10),  # noqa
+                                     mode="sharded")
+    plain = score(loaded.model, loaded.params)
+    with_adapters = score(model, params)
+    np.testing.assert_allclose(with_adapters, score(loaded.model, merge(params, LORA)), atol=1e-4)
+    assert np.abs(with_adapters - plain).max() > 1e-3

@@ -54,6 +54,13 @@ def _compiled(key, fn: Callable, mode: str, devices) -> Callable:
     return _COMPILED[(key, mode, devices)]
 
 
+def _model_key(model) -> tuple:
+    """What a compiled scoring function of `model` depends on: its config and, for a LoRA model (`models.lora`),
+    its adapters' settings. A plain and a LoRA model of one config must not share one: the function closes over the
+    model, and the plain one's forward never adds the adapters' term."""
+    return model.cfg, type(model).__name__, getattr(model, "lora", None)
+
+
 def score_dataset(fn: Callable, params, dataset: PairDataset, keys: Sequence[str], *, batch_size: int, mesh: Mesh,
                   buckets: Sequence[int], mode: str = "pmap", pack_len: int | None = None, token_level: bool = False,
                   desc: str = "score", cache_key=None) -> np.ndarray:
@@ -119,7 +126,7 @@ def score_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size:
     layout = "packed" if pack_len else "padded"
     return score_dataset(lambda p, b: pair_rewards(model, p, b, layout), params, dataset, REWARD_KEYS, batch_size=batch_size,
                          mesh=mesh, buckets=buckets, mode=mode, pack_len=pack_len, desc=desc,
-                         cache_key=("reward", model.cfg, bool(pack_len)))
+                         cache_key=("reward", _model_key(model), bool(pack_len)))
 
 
 def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batch_size: int, mesh: Mesh,
@@ -131,4 +138,4 @@ def score_policy_pairs(model: Transformer, params, dataset: PairDataset, *, batc
     fn = lambda p, b: jnp.stack(pair_logps(model, p, b, chunk_size, layout))  # noqa: E731
     return score_dataset(fn, params, dataset, keys, batch_size=batch_size, mesh=mesh, buckets=buckets, mode=mode,
                          pack_len=pack_len, token_level=True, desc=desc,
-                         cache_key=("policy", model.cfg, chunk_size, bool(pack_len)))
+                         cache_key=("policy", _model_key(model), chunk_size, bool(pack_len)))
