@@ -116,21 +116,22 @@ def test_lora_settings_change_the_fingerprint_and_off_keeps_the_old_one():
     assert "lora" not in plain.as_dict()  # full fine-tuning: the fingerprints from before LoRA stay valid
     on = _spec(lora=LoraConfig(rank=8, alpha=16).spec())
     assert on.fingerprint != plain.fingerprint
-    for change in (dict(rank=4), dict(alpha=32.0), dict(targets=r"backbone/layers/attn/(q_proj|v_proj)/kernel")):
+    for change in (dict(rank=4), dict(alpha=32.0), dict(targets=r"backbone/layers/attn/(q_proj|v_proj)/kernel"),
+                   dict(dropout=0.1)):
         mutated = _spec(lora=dataclasses.replace(LoraConfig(rank=8, alpha=16), **change).spec())
         assert mutated.fingerprint != on.fingerprint, change
     assert LoraConfig(rank=0, alpha=99).spec() is None
 
 
 @pytest.mark.parametrize("bad, field", [({"rank": -1}, "rank"), ({"rank": 4, "alpha": 0}, "alpha"),
-                                        ({"rank": 4, "dropout": 0.1}, "dropout"),
+                                        ({"rank": 4, "dropout": 1.0}, "dropout"),
                                         ({"rank": 4, "targets": "("}, "targets"), ({"rnak": 4}, "rnak")])
 def test_bad_lora_settings_are_named(bad, field):
     with pytest.raises(ValueError, match=field):
         LoraConfig.from_config(bad)
 
 
-@pytest.mark.parametrize("field, value", [("rank", -2), ("dropout", 0.1), ("targets", "(")])
+@pytest.mark.parametrize("field, value", [("rank", -2), ("dropout", 1.5), ("targets", "(")])
 def test_config_check_names_the_lora_field(tmp_path, field, value):
     from pathlib import Path
 

@@ -207,7 +207,7 @@ def stacked_layers(block_cls: type, cfg: ModelConfig, name: str = "layers", per_
     if cfg.remat_policy != "none":
         layer = nn.remat(layer, policy=_REMAT[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
     scanned = nn.scan(
-        layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        layer, variable_axes={"params": 0}, split_rngs={"params": True, "lora_dropout": True},  # a mask per layer
         in_axes=(nn.broadcast, nn.broadcast, 0) if per_layer else (nn.broadcast, nn.broadcast),
         length=cfg.num_layers,
         unroll=1 if cfg.scan_layers else cfg.num_layers,

@@ -17,10 +17,19 @@ Dense's output (peft's unmerged form). Every family is covered without touching 
 [layers, ...] kernel (nor its gradient) is ever materialised: what a 7B model on one device needs. The base stays a
 separate, frozen pytree (`LoraModel.split`): only adapters and the reward head are differentiated and carry
 optimizer state, and a train checkpoint holds only them. `merge` (W + scale * A @ B) is the export's form.
-`dropout` must be 0 for now (refused at config time).
+
+`dropout` p (peft's `lora_dropout`, off by default): in training only, the adapter branch reads
+dropout(x) = x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element, while the base kernel reads x itself. The train
+step sets a key for each (step, microbatch) with `dropout_key`; each adapted Dense draws its own mask from it through
+the Flax RNG stream `lora_dropout`, which the scanned stack splits per layer. Without a key (scoring, export,
+`eval_every`) there is no dropout, nor on an adapter merged into a kernel outside the stack (an LM head). The
+draws depend on how a step is cut (micro-batching, packing): the same distribution, not the same numbers, so with
+p > 0 those settings stay result-neutral only in distribution.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import re
@@ -35,6 +44,8 @@ DEFAULT_TARGETS = r"backbone/layers/attn/(q_proj|k_proj|v_proj|o_proj)/kernel"
 LORA_KEY = "lora"  # where a LoRA model's params hold the adapters: {"backbone", "reward_head", "lora": {path: {a, b}}}
 TRAINABLE = (LORA_KEY, "reward_head")
 _WRITES_FROM_HEADS = ("o_proj",)  # kernels [heads, head_dim, out]: every dimension but the last is an input
+RNG_STREAM = "lora_dropout"
+_DROPOUT_KEY: contextvars.ContextVar = contextvars.ContextVar("lora_dropout_key", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +61,9 @@ class LoraConfig:
         if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or not math.isfinite(self.alpha) \
                 or self.alpha <= 0:
             raise ValueError(f"model.lora.alpha must be a positive number, got {self.alpha!r}")
-        if self.dropout != 0.0:
-            raise ValueError(f"model.lora.dropout must be 0.0 (adapters are merged into the kernel before the "
-                             f"forward, where input dropout has no form), got {self.dropout!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.lora.dropout must be a probability in [0, 1), got {self.dropout!r}")
         try:
             re.compile(self.pattern)
         except re.error as e:
@@ -72,7 +83,10 @@ class LoraConfig:
 
     def spec(self) -> dict | None:
         """What enters a trained model's spec (None when off, so specs without LoRA keep their fingerprints)."""
-        return {"rank": self.rank, "alpha": float(self.alpha), "targets": self.pattern} if self.enabled else None
+        if not self.enabled:
+            return None
+        out = {"rank": self.rank, "alpha": float(self.alpha), "targets": self.pattern}
+        return {**out, "dropout": float(self.dropout)} if self.dropout else out  # p = 0 keeps older fingerprints
 
     @classmethod
     def from_config(cls, lora: Mapping | None) -> "LoraConfig":
@@ -186,9 +200,20 @@ def merge(params: Mapping, lora: LoraConfig) -> dict:
     return out
 
 
-def _adapter_interceptor(scale: float):
+@contextlib.contextmanager
+def dropout_key(key):
+    """While tracing a train step's loss: LoRA forwards inside draw their adapter-input dropout from `key`."""
+    token = _DROPOUT_KEY.set(key)
+    try:
+        yield
+    finally:
+        _DROPOUT_KEY.reset(token)
+
+
+def _adapter_interceptor(scale: float, dropout: float = 0.0):
     """Adds scale * (x . A) . B to the output of every Dense that carries `lora_a`/`lora_b` beside its kernel
-    (inside a scanned stack these are the layer's own slices, like its kernel)."""
+    (inside a scanned stack these are the layer's own slices, like its kernel); with `dropout` and a key in the
+    `lora_dropout` stream, x is dropped out on the adapter branch only."""
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
@@ -198,8 +223,12 @@ def _adapter_interceptor(scale: float):
             return out
         a, b = module.get_variable("params", "lora_a"), module.get_variable("params", "lora_b")
         dtype = module.dtype or args[0].dtype
+        x = args[0].astype(dtype)
+        if dropout and module.has_rng(RNG_STREAM):
+            keep = jax.random.bernoulli(module.make_rng(RNG_STREAM), 1.0 - dropout, x.shape)
+            x = jnp.where(keep, x / jnp.asarray(1.0 - dropout, dtype), jnp.zeros((), dtype))
         n_in = a.ndim - 1
-        xa = jnp.tensordot(args[0].astype(dtype), a.astype(dtype), axes=(tuple(range(-n_in, 0)), tuple(range(n_in))))
+        xa = jnp.tensordot(x, a.astype(dtype), axes=(tuple(range(-n_in, 0)), tuple(range(n_in))))
         return out + (scale * jnp.tensordot(xa, b.astype(dtype), axes=1)).astype(out.dtype)
 
     return intercept
@@ -236,7 +265,10 @@ class LoraModel:
         return getattr(self.model, name)
 
     def apply(self, variables, *args, **kwargs):
-        with nn.intercept_methods(_adapter_interceptor(self.lora.scale)):
+        key = _DROPOUT_KEY.get()
+        if self.lora.dropout and key is not None:
+            kwargs["rngs"] = {**kwargs.get("rngs", {}), RNG_STREAM: key}
+        with nn.intercept_methods(_adapter_interceptor(self.lora.scale, self.lora.dropout)):
             return self.model.apply({**variables, "params": inject(variables["params"], self.lora)}, *args,
                                     **kwargs)
 

@@ -113,7 +113,7 @@ def save_peft_adapter(directory, cfg: ModelConfig, params: dict, lora: LoraConfi
     if len(orient) > 1:
         raise NotImplementedError("LoRA adapter export: the adapted modules mix torch Linear and Conv1D layouts")
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": float(lora.alpha),
-              "lora_dropout": 0.0, "bias": "none", "target_modules": sorted(modules),
+              "lora_dropout": float(lora.dropout), "bias": "none", "target_modules": sorted(modules),
               "fan_in_fan_out": orient.pop(), "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern,
               "base_model_name_or_path": base_model, "inference_mode": True, "init_lora_weights": True}
     directory = Path(directory)

@@ -94,14 +94,17 @@ def default_micro_batch(batch_size: int, max_len: int, rows: int, platform: str,
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings: TrainState,
-                    nsteps: int, frozen_shardings=None, join: Callable | None = None
-                    ) -> Callable[..., tuple[TrainState, dict]]:
+                    nsteps: int, frozen_shardings=None, join: Callable | None = None,
+                    rng: tuple[int, Callable] | None = None) -> Callable[..., tuple[TrainState, dict]]:
     """Jitted `(state, microbatches) -> (new_state, metrics)`; metrics are per-example means over the batch,
     plus `grad_norm`, `lr_step` and the raw `count`.
 
     With `frozen_shardings` (LoRA: the base weights), the step is `(state, microbatches, frozen)`: the loss reads
     `join(state.params, frozen)` and only `state.params` is differentiated and updated; `frozen` is an argument
-    (never a constant baked into the program) and is neither donated nor returned."""
+    (never a constant baked into the program) and is neither donated nor returned.
+
+    With `rng = (seed, context)` (LoRA dropout), each microbatch's loss is traced inside `context(key)`, where
+    key = fold_in(fold_in(PRNGKey(seed), step), microbatch index): a resumed run draws what an unbroken one does."""
 
     mesh = _mesh_of(shardings)
 
@@ -113,11 +116,19 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
 
     def _step(state: TrainState, micro: dict, loss_fn: LossFn):
         progress = state.step.astype(jnp.float32) / nsteps
+        step_key = None if rng is None else jax.random.fold_in(jax.random.PRNGKey(rng[0]), state.step)
 
-        def accumulate(carry, mb):
+        def terms(p, mb, i):
+            if rng is None:
+                return _split(loss_fn(p, mb, progress))
+            with rng[1](jax.random.fold_in(step_key, i)):
+                return _split(loss_fn(p, mb, progress))
+
+        def accumulate(carry, xs):
+            mb, i = xs
             grads_sum, loss_sum, count, metrics_sum = carry
             (terms_loss, (terms_count, terms_metrics)), grads = jax.value_and_grad(
-                lambda p: _split(loss_fn(p, mb, progress)), has_aux=True)(state.params)
+                lambda p: terms(p, mb, i), has_aux=True)(state.params)
             grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
             metrics_sum = jax.tree.map(jnp.add, metrics_sum, terms_metrics)
             return (grads_sum, loss_sum + terms_loss, count + terms_count, metrics_sum), None
@@ -126,7 +137,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
         metrics_shape = jax.eval_shape(lambda: loss_fn(state.params, first, progress).metrics)
         zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros((), jnp.float32),
                  jnp.zeros((), jnp.float32), jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metrics_shape))
-        (grads_sum, loss_sum, count, metrics_sum), _ = jax.lax.scan(accumulate, zeros, micro)
+        n_micro = jax.tree.leaves(micro)[0].shape[0]
+        (grads_sum, loss_sum, count, metrics_sum), _ = jax.lax.scan(accumulate, zeros,
+                                                                    (micro, jnp.arange(n_micro, dtype=jnp.uint32)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: (g / denom).astype(g.dtype), grads_sum)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -21,13 +21,16 @@ import jax
 from w2s_jax import distributed, faults
 from w2s_jax.data.batches import PairDataset, SequenceDataset, num_train_steps, pack_row_len, train_batches
 from w2s_jax.data.packing import Packing
-from w2s_jax.models.lora import join_params, split_params
+from w2s_jax.models.lora import LoraModel, dropout_key, join_params, split_params
 from w2s_jax.progress import progress
 from w2s_jax.train import step as step_lib
 from w2s_jax.train.checkpoint import ModelStore, abstract_of
 from w2s_jax.train.optim import head_only as head_only_optimizer, make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
+
+
+_DROPOUT_SALT = 0xD0D0  # the dropout stream apart from the data-order one of the same seed
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -99,15 +102,17 @@ class Trainer:
         return optimizer, step_lib.init_state(params, optimizer)
 
     def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int, frozen_shardings=None,
-                head_only: bool = False):
+                head_only: bool = False, seed: int = 0):
         """The jitted `(state, microbatches[, frozen]) -> (state, metrics)` of `objective` on `model` (`frozen`:
         the base weights of a LoRA model, `models.lora`). `head_only`: the backbone is a constant of the loss (the
-        original's detached features), so no gradient is computed for it."""
+        original's detached features), so no gradient is computed for it. `seed`: the LoRA dropout stream's (only a
+        LoRA model with `dropout` > 0 draws from it)."""
         loss_fn = objective.loss_fn(model, self.layout)
         if head_only:
             loss_fn = _detached_backbone(loss_fn)
         join = (lambda p, f: join_params(model, p, f)) if frozen_shardings is not None else None
-        return step_lib.make_train_step(loss_fn, optimizer, state_shardings, nsteps, frozen_shardings, join)
+        rng = (seed, dropout_key) if isinstance(model, LoraModel) and model.lora.dropout else None
+        return step_lib.make_train_step(loss_fn, optimizer, state_shardings, nsteps, frozen_shardings, join, rng)
 
     def lower(self, objective, model, optimizer, abstract_state, abstract_batch: dict, nsteps: int = 1000,
               abstract_frozen=None):
@@ -169,7 +174,7 @@ class Trainer:
             distributed.sync(f"train-start:{store.fingerprint}")
         frozen_sh = None if frozen is None else jax.tree.map(lambda x: x.sharding, frozen)
         step_fn = self.step_fn(objective, model, optimizer, step_lib.state_shardings(state), nsteps, frozen_sh,
-                               spec.head_only)
+                               spec.head_only, seed=_DROPOUT_SALT + spec.seed)
         extra = () if frozen is None else (frozen,)
         prepare, schedule = self.prepare(objective, dataset), make_schedule(spec.lr, nsteps, spec.schedule)
         history: list[dict] = []
