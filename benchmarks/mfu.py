@@ -8,9 +8,6 @@ segment-masked attention, as the pipeline trains. MFU = model FLOPs of the real 
 recomputation not counted) / the median of --steps timed steps after 2 warm-ups / the chip's dense bf16 peak. XLA's
 own count (`xla_flops`) counts a scanned layer stack's body once: no measure of the work. Writes
 <out>/mfu-<host>-<date>.json and prints a table.
-
-    python -m benchmarks.mfu                                   # every model x objective x the default settings
-    python -m benchmarks.mfu --models gpt2-xl --objectives rm --settings padded:none:8,packed:full:32
 """
 from __future__ import annotations
 

@@ -70,11 +70,7 @@ def host_data(a) -> dict:
     take = lambda ds: list(train_batches(ds, a.batch_size, epochs=1, seed=0, buckets=buckets))[: a.steps]  # noqa
     test = common.pair_dataset(read_jsonl_pairs(common.DATA.with_name("harmless_test.jsonl"))[0][: a.test_pairs],
                                tok, a.max_len, False)
-    rng, shape = np.random.default_rng(0), (a.fixed_pairs, a.max_len)
-    fixed = {f"ids_{s}": rng.integers(1, 50257, shape, dtype=np.int32) for s in "ab"}
-    fixed |= {f"mask_{s}": np.ones(shape, np.int32) for s in "ab"}
-    fixed |= {"label": rng.integers(0, 2, shape[0]).astype(np.float32), "gt": np.zeros(shape[0], np.float32),
-              "valid": np.ones(shape[0], bool)}
+    fixed = common.synthetic_batch(np.random.default_rng(0), np.full(2 * a.fixed_pairs, a.max_len), len(tok))
     return {"buckets": buckets, "rm": take(rm), "rm_dataset": rm, "policy": take(policy), "policy_dataset": policy,
             "fixed": [fixed] * a.steps, "test": test,
             "test_batches": list(eval_batches(test, a.eval_batch, buckets=buckets))}
