@@ -16,6 +16,7 @@ temporaries are usually smaller, cuDNN attention does not materialise the score 
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -61,13 +62,11 @@ def main(argv=None) -> dict:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    rows = []
-    for objective in args.objectives.split(","):
-        for layers in (int(x) for x in args.layers.split(",")):
-            for remat in args.remat.split(","):
-                for micro in (int(x) for x in args.micro.split(",")):
-                    rows.append(measure(args, objective.strip(), layers, remat.strip(), micro))
-                    print(format_row(rows[-1]), flush=True)
+    rows, ints = [], lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    for objective, layers, remat, micro in itertools.product(args.objectives.split(","), ints(args.layers),
+                                                             args.remat.split(","), ints(args.micro)):
+        rows.append(measure(args, objective.strip(), layers, remat.strip(), micro))
+        print(format_row(rows[-1]), flush=True)
     scaling = per_layer_scaling(rows)
     for s in scaling:
         print(f"{s['objective']:>4} remat={s['remat_policy']:<13} micro={s['micro_pairs']:<3} per layer "
