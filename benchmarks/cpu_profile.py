@@ -61,7 +61,9 @@ def model(scan: bool = True, dtype: str = "float32", mesh=None):
     return Transformer(cfg), init_params(cfg, mesh, 0)
 
 
-def run_step(scan: bool, dtype: str) -> dict:
+def run_step(a) -> dict:
+    """--arg "scan|unrolled,DTYPE"."""
+    scan, dtype = a.arg.startswith("scan"), a.arg.split(",")[-1]
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
     net, params = model(scan, dtype, mesh)
     trainer = Trainer(mesh, (T,))
@@ -71,10 +73,10 @@ def run_step(scan: bool, dtype: str) -> dict:
     return {"step_s": statistics.median(common.call_times(lambda: step(micro), repeat=3))}
 
 
-def run_parts(variant: str) -> dict:
-    if variant == "no_activation":
+def run_parts(a) -> dict:
+    if a.arg == "no_activation":
         layers.ACTIVATIONS["gelu_new"] = lambda x: x
-    if variant == "no_attention":
+    if a.arg == "no_attention":
         jax.nn.dot_product_attention = lambda q, k, v, **kw: v
     net, params = model()
     loss, b = RewardModel("bce").loss_fn(net, "padded"), {k: jnp.asarray(v[0]) for k, v in batch().items()}
@@ -83,7 +85,7 @@ def run_parts(variant: str) -> dict:
                                                                                         params)}
 
 
-def run_attention() -> dict:
+def run_attention(a) -> dict:
     rows, heads, dim = 2 * PAIRS, 12, 64
     q, k, v, g = (jax.random.normal(key, (rows, T, heads, dim)) for key in jax.random.split(jax.random.PRNGKey(0), 4))
     lengths = jnp.full((rows,), T, jnp.int32)
@@ -108,14 +110,14 @@ def run_attention() -> dict:
     return out
 
 
-def run_real(a, variant: str) -> dict:
+def run_real(a) -> dict:
     from w2s_jax.data.batches import bucket_lengths, train_batches
     from w2s_jax.data.pairs import read_jsonl_pairs
     from w2s_jax.models.build import build_model
     from w2s_jax.train import step as step_lib
     from w2s_jax.train.trainer import TrainSpec
 
-    micro, remat, layout = variant.split(":")
+    micro, remat, layout = a.arg.split(":")
     mesh = make_mesh(devices=jax.devices()[:1])
     runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": remat, "scan_layers": True,
                "attention_impl": "auto"}
@@ -162,10 +164,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max_len", type=int, default=256, help="--real: tokens per sequence at most")
     a = p.parse_args(argv)
     if a.worker:
-        if a.worker in ("step", "real"):
-            out = run_step(a.arg.startswith("scan"), a.arg.split(",")[-1]) if a.worker == "step" else run_real(a, a.arg)
-        else:
-            out = run_parts(a.arg) if a.worker == "parts" else run_attention()
+        out = {"step": run_step, "parts": run_parts, "attention": run_attention, "real": run_real}[a.worker](a)
         a.worker_out.write_text(json.dumps(out))
         return out
     if a.real:  # flags None: the caller's environment (these variants differ in settings, not in XLA flags)
