@@ -53,6 +53,12 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+COLUMNS = [("objective", "objective", "<9"), ("layers", "layers", ">6"), ("remat", "remat_policy", "<13"),
+           ("micro", "micro_pairs", ">5"), ("args", "argument_gib", ">6.2f"), ("out", "output_gib", ">6.2f"),
+           ("alias", "alias_gib", ">6.2f"), ("temp", "temp_gib", ">6.2f"), ("code", "generated_code_gib", ">7.4f"),
+           ("peak", "peak_gib", ">6.2f"), ("fits", "fits_budget", ">5"), ("compile s", "compile_seconds", ">9")]
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -63,15 +69,19 @@ def main(argv=None) -> dict:
     import jax
 
     rows, ints = [], lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    print(f"GiB per device on {args.devices} devices (mesh data {args.data}, fsdp {args.fsdp}, tensor {args.tensor}); "
+          f"fits: peak <= {args.budget_gib} GiB")
+    common.print_table([], COLUMNS)
     for objective, layers, remat, micro in itertools.product(args.objectives.split(","), ints(args.layers),
                                                              args.remat.split(","), ints(args.micro)):
         rows.append(measure(args, objective.strip(), layers, remat.strip(), micro))
-        print(format_row(rows[-1]), flush=True)
+        common.print_table(rows[-1:], COLUMNS, header=False)
     scaling = per_layer_scaling(rows)
-    for s in scaling:
-        print(f"{s['objective']:>4} remat={s['remat_policy']:<13} micro={s['micro_pairs']:<3} per layer "
-              f"{s['per_layer_gib']:.3f} GiB + {s['fixed_gib']:.2f} GiB fixed -> 32 layers {s['at_32_layers_gib']:.2f} "
-              f"GiB (fit on layers {s['layers']})")
+    if scaling:
+        print("peak per device = fixed + per layer x layers, fitted on the depths measured:")
+        common.print_table(scaling, COLUMNS[:1] + COLUMNS[2:4] + [
+            ("per layer", "per_layer_gib", ">9.3f"), ("fixed", "fixed_gib", ">6.2f"),
+            ("32 layers", "at_32_layers_gib", ">9.2f")])
     head = common.header("memory_7b", argv)
     report = {k: head[k] for k in ("benchmark", "date", "hostname", "argv")} | {
         "jax": jax.__version__, "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -147,14 +157,6 @@ def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
             **{f"{k}_gib": xla[k] / GIB for k in ("argument", "output", "alias", "temp", "generated_code", "peak")},
             "total_with_code_gib": (xla["peak"] + xla["generated_code"]) / GIB,
             "fits_budget": xla["peak"] / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}
-
-
-def format_row(r: dict) -> str:
-    return (f"{r['objective']:>4} layers={r['layers']:<2} remat={r['remat_policy']:<13} micro={r['micro_pairs']:<3} "
-            f"mesh={r['mesh']} per device: args {r['argument_gib']:.2f} out {r['output_gib']:.2f} "
-            f"alias {r['alias_gib']:.2f} temp {r['temp_gib']:.2f} code {r['generated_code_gib']:.4f} -> "
-            f"peak {r['peak_gib']:.2f} GiB{'' if r['fits_budget'] else '  OVER BUDGET'} "
-            f"(compile {r['compile_seconds']} s)")
 
 
 def per_layer_scaling(rows: list[dict]) -> list[dict]:
