@@ -178,20 +178,6 @@ def call_times(fn, repeat: int, warmup: int = 1) -> list[float]:
     return times
 
 
-def timed_block(name: str, step, batches) -> dict:
-    """One untimed warm-up step on batches[0], then one timed step per batch. `cores` = CPU seconds of this
-    process / wall seconds over the timed steps: below the core count, other processes took the rest."""
-    times, cpu = [], 0.0
-    for k, batch in enumerate([batches[0]] + list(batches)):
-        start, cpu0 = time.perf_counter(), cpu_seconds()
-        step(batch)
-        times.append(time.perf_counter() - start)
-        cpu += (cpu_seconds() - cpu0) if k else 0.0
-        print(f"  {name}: {'warm-up' if k == 0 else f'step {k}'} T={batch['ids_a'].shape[1]} {times[-1]:.2f}s",
-              flush=True)
-    return {"seconds": times[1:], "cores": cpu / sum(times[1:])}
-
-
 def compiled_steps(trainer, objective, model, params, lr: float, schedule: str = "constant", nsteps: int = 1000):
     """(initial TrainState, compile): `compile(microbatches)` is the Trainer's real step compiled ahead of time
     for that shape (optimizer from `Trainer.init`, lowered by `Trainer.lower`)."""

@@ -81,6 +81,20 @@ def tokens(batches) -> dict:
     return {"real_tokens": real, "pairs": sum(int(b["valid"].sum()) for b in batches)}
 
 
+def timed_block(name: str, step, batches) -> dict:
+    """One untimed warm-up step on batches[0], then one timed step per batch. `cores` = CPU seconds of this
+    process / wall seconds over the timed steps: below the core count, other processes took the rest."""
+    times, cpu = [], 0.0
+    for k, batch in enumerate([batches[0]] + list(batches)):
+        start, cpu0 = time.perf_counter(), common.cpu_seconds()
+        step(batch)
+        times.append(time.perf_counter() - start)
+        cpu += (common.cpu_seconds() - cpu0) if k else 0.0
+        print(f"  {name}: {'warm-up' if k == 0 else f'step {k}'} T={batch['ids_a'].shape[1]} {times[-1]:.2f}s",
+              flush=True)
+    return {"seconds": times[1:], "cores": cpu / sum(times[1:])}
+
+
 def timed_once(name: str, fn, pairs: int) -> dict:
     started, cpu0 = time.perf_counter(), common.cpu_seconds()
     fn()
@@ -131,7 +145,7 @@ def worker_jax(a) -> dict:
             holder["state"], metrics = step(holder["state"], micro)
             float(metrics["loss"])
 
-        return {**common.timed_block(f"ours {name}", one, batches), **tokens(batches),
+        return {**timed_block(f"ours {name}", one, batches), **tokens(batches),
                 "compile_seconds": compile_seconds, "compiles": len(compiled),
                 "token_fill": tokens(batches)["real_tokens"] / computed}
 
@@ -196,7 +210,7 @@ def worker_torch(a) -> dict:
             for kind in kinds:
                 _, reward, opt = fresh_rm()
                 step = functools.partial(torch_ref.rm_step, reward, opt, micro=a.torch_micro, one_pair=kind == "1pair")
-                out[workload][kind] = {**common.timed_block(f"torch-{kind} {workload}", step, batches),
+                out[workload][kind] = {**timed_block(f"torch-{kind} {workload}", step, batches),
                                        **tokens(batches)}
     for workload, algorithm in (("dpo_train", "dpo"), ("simpo_train", "simpo")):
         if workload in a.workloads:
@@ -207,7 +221,7 @@ def worker_torch(a) -> dict:
                 step = functools.partial(torch_ref.policy_step, policy, reference, torch.optim.Adam(
                     policy.parameters(), lr=lr), micro=a.torch_micro, algorithm=algorithm, one_pair=kind == "1pair",
                     **hyper)
-                out[workload][kind] = {**common.timed_block(f"torch-{kind} {workload}", step, data["policy"]),
+                out[workload][kind] = {**timed_block(f"torch-{kind} {workload}", step, data["policy"]),
                                        **tokens(data["policy"])}
     if "score_test" in a.workloads:
         trunk, reward, _ = fresh_rm()
