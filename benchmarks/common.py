@@ -1,6 +1,6 @@
-"""What the benchmarks share: arguments, the GPT-2 tokenizer (built once in TOKENIZER_DIR from the asset of
-`pip download --no-deps openai-whisper==20250625 -d /tmp/whisper`), timing, the Trainer's compiled step, result
-files, tables and runs of `w2s_jax.main`."""
+"""What the benchmarks share: arguments, worker processes, the GPT-2 tokenizer, the data sets and objectives of
+the recipe, timing, the Trainer's compiled step and XLA's figures of it, result files, tables and runs of
+`w2s_jax.main`."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import base64
 import datetime
 import glob
 import importlib
+import json
 import os
 import platform
 import re
@@ -26,18 +27,42 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks/results"
 DATA = ROOT.parent / "shared/data/hh-single-turn/harmless_train_gt.jsonl"
 TOKENIZER_DIR = Path("~/.cache/w2s_jax/gpt2-tokenizer").expanduser()
+# the GPT-2 ranks ship in the asset of `pip download --no-deps openai-whisper==20250625 -d /tmp/whisper`
 ASSET_GLOBS = ("/tmp/whisper/openai_whisper-*.tar.gz", "/tmp/whisper/**/gpt2.tiktoken")
 # the knowledge regions of the test set: (the strong ceiling right, the weak ceiling right)
 REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k": (False, True),
            "S_uk & W_uk": (False, False)}
+# the recipe's objectives: hyper-parameters, lr and schedule (both frameworks read them)
+RECIPE = {"rm": ({}, 1e-5, "cosine_to_zero"), "dpo": ({"beta": 0.1}, 1e-6, "warmup_constant"),
+          "simpo": ({"beta": 2.0, "gamma": 1.0}, 1e-6, "warmup_constant")}
 
 
-def parser(doc: str, out: bool = True) -> argparse.ArgumentParser:
-    """A parser described by the docstring's first paragraph, with --out (the results folder)."""
+def parser(doc: str, out: bool = True, worker: bool = False) -> argparse.ArgumentParser:
+    """A parser described by the docstring's first paragraph, with --out (the results folder) and, for a script
+    that runs its contenders in their own processes, the hidden --worker and --worker-out of `spawn`."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     if out:
         p.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
+    if worker:
+        p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+        p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     return p
+
+
+def spawn(module: str, argv: list[str], worker: str, env: dict | None = None, check: bool = True) -> dict:
+    """The JSON that `python -m MODULE ARGV --worker WORKER` writes to its --worker-out, run from the repository
+    root. With `check`, a failure ends the benchmark; without, the worker's output is kept quiet and a failure is
+    the result {"error": its last line}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        proc = subprocess.run([sys.executable, "-m", module, *argv, "--worker", worker, "--worker-out", str(out)],
+                              cwd=ROOT, env=env, capture_output=not check, text=True)
+        if proc.returncode == 0 and out.exists():
+            return json.loads(out.read_text())
+    if check:
+        raise SystemExit(f"exit status {proc.returncode}: {module} worker {worker}")
+    lines = proc.stderr.strip().splitlines()
+    return {"error": lines[-1][:300] if lines else "no output"}
 
 
 def _read_tiktoken(asset: str) -> bytes:
@@ -92,6 +117,49 @@ def gpt2_tokenizer(directory: Path = TOKENIZER_DIR):
     return tok
 
 
+def pair_dataset(pairs, tokenizer, max_len: int, policy: bool):
+    """The package's layout of preference pairs: A/B in `ab_order` (seed 0) with the labels (reward model), or
+    with `policy` the chosen side as A and the prompt left out of the loss."""
+    from w2s_jax.data.batches import PairDataset
+    from w2s_jax.data.pairs import ab_order
+    from w2s_jax.data.tokenize import tokenize_prompt_response, tokenize_texts
+
+    if policy:
+        (ids_c, m_c), (ids_r, m_r) = (tokenize_prompt_response([getattr(x, side) for x in pairs], tokenizer,
+                                                               max_len) for side in ("chosen", "rejected"))
+        return PairDataset(ids_c, ids_r, m_c, m_r, {"acc": np.ones(len(pairs), bool)})
+    ab = ab_order(pairs, 0)
+    labels = ab.labels.astype(np.float32)
+    return PairDataset(*(tokenize_texts(t, tokenizer, max_len) for t in (ab.texts_a, ab.texts_b)),
+                       extras={"label": labels, "gt": labels})
+
+
+def objective(name: str, chunk_size: int | None = 128):
+    """(the package's objective `name` of RECIPE, its lr, its schedule); `chunk_size`: time steps per
+    log-softmax chunk of the policy objectives."""
+    from w2s_jax.objectives import DPO, RewardModel, SimPO
+
+    hyper, lr, schedule = RECIPE[name]
+    unit = RewardModel("bce") if name == "rm" else {"dpo": DPO, "simpo": SimPO}[name](**hyper, chunk_size=chunk_size)
+    return unit, lr, schedule
+
+
+def synthetic_batch(rng, lengths, vocab: int) -> dict:
+    """A host batch of random tokens with every key an objective reads: A has the first half of `lengths`, B the
+    second, right-padded to the longest; the response is the second half of each sequence; labels 0.7, the chosen
+    side always A, reference log-probs -50 (chosen) and -60."""
+    pairs, longest = len(lengths) // 2, int(max(lengths))
+    batch = {"valid": np.ones(pairs, bool), "acc": np.ones(pairs, bool), "label": np.full(pairs, 0.7, np.float32),
+             "gt": np.ones(pairs, np.float32), "ref_c": np.full(pairs, -50.0, np.float32),
+             "ref_r": np.full(pairs, -60.0, np.float32)}
+    position = np.arange(longest)[None, :]
+    for side, part in (("_a", lengths[:pairs]), ("_b", lengths[pairs:])):
+        mask = (position < part[:, None]).astype(np.int32)
+        batch[f"ids{side}"] = rng.integers(0, vocab, (pairs, longest), dtype=np.int32) * mask
+        batch[f"mask{side}"] = mask
+        batch[f"loss_mask{side}"] = mask * (position >= part[:, None] // 2)
+    return batch
+
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -110,20 +178,6 @@ def call_times(fn, repeat: int, warmup: int = 1) -> list[float]:
     return times
 
 
-def timed_block(name: str, step, batches) -> dict:
-    """One untimed warm-up step on batches[0], then one timed step per batch. `cores` = CPU seconds of this
-    process / wall seconds over the timed steps: below the core count, other processes took the rest."""
-    times, cpu = [], 0.0
-    for k, batch in enumerate([batches[0]] + list(batches)):
-        start, cpu0 = time.perf_counter(), cpu_seconds()
-        step(batch)
-        times.append(time.perf_counter() - start)
-        cpu += (cpu_seconds() - cpu0) if k else 0.0
-        print(f"  {name}: {'warm-up' if k == 0 else f'step {k}'} T={batch['ids_a'].shape[1]} {times[-1]:.2f}s",
-              flush=True)
-    return {"seconds": times[1:], "cores": cpu / sum(times[1:])}
-
-
 def compiled_steps(trainer, objective, model, params, lr: float, schedule: str = "constant", nsteps: int = 1000):
     """(initial TrainState, compile): `compile(microbatches)` is the Trainer's real step compiled ahead of time
     for that shape (optimizer from `Trainer.init`, lowered by `Trainer.lower`)."""
@@ -132,6 +186,35 @@ def compiled_steps(trainer, objective, model, params, lr: float, schedule: str =
     optimizer, state = trainer.init(params, TrainSpec(lr, 1, 1, schedule, 0), nsteps)
     return state, lambda micro: trainer.lower(objective, model, optimizer, state, micro, nsteps).compile()
 
+
+def stepper(compiled, state):
+    """`step(microbatches) -> metrics`: the compiled step, carrying the train state from call to call, waiting for
+    the new state and the metrics."""
+    import jax
+
+    holder = {"state": state}
+
+    def step(micro):
+        holder["state"], metrics = compiled(holder["state"], micro)
+        return jax.block_until_ready((holder["state"], metrics))[1]
+
+    return step
+
+
+def xla_figures(compiled) -> dict:
+    """XLA's own figures of a compiled step: the bytes of its memory analysis, peak = arguments + outputs -
+    aliased (the donated state) + temporaries, and its FLOP count (a scanned layer stack's body counted once;
+    None where the backend gives none)."""
+    mem = compiled.memory_analysis()
+    kinds = ("argument", "output", "alias", "temp", "generated_code")
+    out = {k: float("nan") if mem is None else getattr(mem, f"{k}_size_in_bytes") for k in kinds}
+    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+    try:
+        cost = compiled.cost_analysis()
+        out["flops"] = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", float("nan")))
+    except Exception as e:  # cost analysis is best-effort on some backends
+        out |= {"flops": None, "cost_analysis_error": str(e)[:200]}
+    return out
 
 
 def header(name: str, argv=None, modules=("jax",)) -> dict:
@@ -169,7 +252,6 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]], header: b
     for r in rows:
         print(" ".join(f"{r[key]:{spec}}" if key in r else f"{'-':{width(spec)}}" for _, key, spec in columns),
               flush=True)
-
 
 
 def run_main(flags: list[str], check: bool = True, quiet: bool = True) -> tuple[float, int]:

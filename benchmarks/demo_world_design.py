@@ -8,9 +8,6 @@
    implicit and explicit students the deception comparison: of the examples the no-conflict student gets right, the
    share the conflict student gets wrong in S_k & W_uk minus that share in S_k & W_k. Intervals: paired bootstrap
    over test examples (the same resampled indices for every model of a seed), 95% percentile, 10k resamples.
-
-    python -m benchmarks.demo_world_design --seeds 0,1,2 --workdir runs/design --probe -- \
-        --config.train.epochs=4 --config.train.lr=1e-4
 """
 from __future__ import annotations
 

@@ -4,10 +4,6 @@ Both run the same random weights (a torch `GPT2LMHeadModel(GPT2Config())`, saved
 `w2s_jax.models.convert.from_pretrained`). Per shape, the LM-logits forward and the hidden-state forward (what a
 reward model needs) are timed after warm-up, calls interleaved so that background load hits all alike; writes
 `benchmarks/results/forward-<hostname>-<date>.json`.
-
-    python -m benchmarks.forward                      # 8x128 and 4x256, scanned and unrolled layers
-    python -m benchmarks.forward --quick              # fewer repeats
-    python -m benchmarks.forward --shapes 1x1024 --scan-layers false --precision highest
 """
 from __future__ import annotations
 

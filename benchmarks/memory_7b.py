@@ -3,12 +3,8 @@
 Ahead-of-time compilation: the train state and the batch are `jax.ShapeDtypeStruct`s carrying their mesh
 shardings (nothing is allocated), the real step is lowered (`Trainer.lower`) and compiled, and XLA's
 `memory_analysis()` of the per-device (SPMD-partitioned) program gives the argument, output, temporary and
-generated-code bytes. Peak = arguments + outputs - aliased (the donated state) + temporaries.
-
-    python -m benchmarks.memory_7b                       # 8 fake CPU devices, fsdp=8, 32 pairs x 512, bf16, remat
-    python -m benchmarks.memory_7b --remat=none,dots_no_batch,full --micro=32,8 --objectives=rm
-    python -m benchmarks.memory_7b --layers=32,2,4       # also fit per-layer scaling from smaller stacks
-    python -m benchmarks.memory_7b --devices=1 --objectives=dpo_lora --micro=8   # LoRA DPO, one device, bf16 base
+generated-code bytes. Peak = arguments + outputs - aliased (the donated state) + temporaries. Several `--layers`
+also fit the per-layer scaling; `dpo_lora` is a frozen bf16 base with fp32 LoRA adapters on q/k/v/o.
 
 XLA:CPU has no bf16 dot: it converts bf16 weights to f32, and loop-invariant code motion hoists that copy of every
 layer out of the layer scan (+26 GiB for a bf16 7B; a GPU runs bf16 dots natively). Prefix `XLA_FLAGS="--xla_force_
@@ -16,20 +12,19 @@ host_platform_device_count=1 --xla_disable_hlo_passes=while-loop-invariant-code-
 
 The mesh devices are fake CPU devices (`--xla_force_host_platform_device_count`, set here before JAX loads), so
 the figures are XLA:CPU's buffer assignment for the same partitioned program; a GPU build fuses differently (its
-temporaries are usually smaller, cuDNN attention does not materialise the score matrix). Figures go to
-`benchmarks/results/memory_7b-<hostname>-<date>.json`.
+temporaries are usually smaller, cuDNN attention does not materialise the score matrix).
 """
 from __future__ import annotations
 
-import argparse
+import itertools
 import os
-import socket
 import sys
 import time
-from datetime import datetime
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import numpy as np
+
+from benchmarks import common
+
 GIB = 2 ** 30
 # mistralai/Mistral-7B-v0.1 config.json
 MISTRAL_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
@@ -39,7 +34,7 @@ MISTRAL_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, n
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.parser(__doc__)
     p.add_argument("--devices", type=int, default=8, help="fake CPU devices (and mesh size)")
     p.add_argument("--fsdp", type=int, default=-1, help="mesh fsdp size (-1: what data and tensor leave)")
     p.add_argument("--tensor", type=int, default=1)
@@ -55,57 +50,46 @@ def parse_args(argv):
     p.add_argument("--dtype", default="bfloat16", help="compute dtype (master weights stay float32)")
     p.add_argument("--logp_chunk", type=int, default=128, help="DPO: time steps per log-softmax chunk")
     p.add_argument("--budget_gib", type=float, default=60.0)
-    p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
 
+COLUMNS = [("objective", "objective", "<9"), ("layers", "layers", ">6"), ("remat", "remat_policy", "<13"),
+           ("micro", "micro_pairs", ">5"), ("args", "argument_gib", ">6.2f"), ("out", "output_gib", ">6.2f"),
+           ("alias", "alias_gib", ">6.2f"), ("temp", "temp_gib", ">6.2f"), ("code", "generated_code_gib", ">7.4f"),
+           ("peak", "peak_gib", ">6.2f"), ("fits", "fits_budget", ">5"), ("compile s", "compile_seconds", ">9")]
+
+
 def main(argv=None) -> dict:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
     import jax
 
-    rows = []
-    for objective in args.objectives.split(","):
-        for layers in (int(x) for x in args.layers.split(",")):
-            for remat in args.remat.split(","):
-                for micro in (int(x) for x in args.micro.split(",")):
-                    row = measure(args, objective.strip(), layers, remat.strip(), micro)
-                    rows.append(row)
-                    print(format_row(row), flush=True)
+    rows, ints = [], lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    print(f"GiB per device on {args.devices} devices (mesh data {args.data}, fsdp {args.fsdp}, tensor {args.tensor}); "
+          f"fits: peak <= {args.budget_gib} GiB")
+    common.print_table([], COLUMNS)
+    for objective, layers, remat, micro in itertools.product(args.objectives.split(","), ints(args.layers),
+                                                             args.remat.split(","), ints(args.micro)):
+        rows.append(measure(args, objective.strip(), layers, remat.strip(), micro))
+        common.print_table(rows[-1:], COLUMNS, header=False)
     scaling = per_layer_scaling(rows)
-    for s in scaling:
-        print(f"{s['objective']:>4} remat={s['remat_policy']:<13} micro={s['micro_pairs']:<3} per layer "
-              f"{s['per_layer_gib']:.3f} GiB + {s['fixed_gib']:.2f} GiB fixed -> 32 layers {s['at_32_layers_gib']:.2f} "
-              f"GiB (fit on layers {s['layers']})")
-    now = datetime.now()
-    report = {"benchmark": "memory_7b", "date": now.isoformat(timespec="seconds"), "hostname": socket.gethostname(),
-              "argv": sys.argv[1:] if argv is None else list(argv), "jax": jax.__version__,
-              "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "model": "mistralai/Mistral-7B-v0.1 shape (random, abstract)", "budget_gib_per_device": args.budget_gib,
-              "note": "XLA:CPU buffer assignment of the SPMD-partitioned per-device program on fake CPU devices; "
-                      "peak = argument + output - alias + temp",
-              "results": rows, "per_layer_scaling": scaling}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"memory_7b-{socket.gethostname()}-{now:%Y%m%d-%H%M%S}.json"
-    import json
-
-    path.write_text(json.dumps(report, indent=1))
-    print(f"results: {path}")
+    if scaling:
+        print("peak per device = fixed + per layer x layers, fitted on the depths measured:")
+        common.print_table(scaling, COLUMNS[:1] + COLUMNS[2:4] + [
+            ("per layer", "per_layer_gib", ">9.3f"), ("fixed", "fixed_gib", ">6.2f"),
+            ("32 layers", "at_32_layers_gib", ">9.2f")])
+    head = common.header("memory_7b", argv)
+    report = {k: head[k] for k in ("benchmark", "date", "hostname", "argv")} | {
+        "jax": jax.__version__, "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "model": "mistralai/Mistral-7B-v0.1 shape (random, abstract)", "budget_gib_per_device": args.budget_gib,
+        "note": "XLA:CPU buffer assignment of the SPMD-partitioned per-device program on fake CPU devices; "
+                "peak = argument + output - alias + temp", "results": rows, "per_layer_scaling": scaling}
+    print(f"results: {common.write_result(common.result_path(args.out, 'memory_7b'), report)}")
     return report
-
-
-def model_config(layers: int, dtype: str, remat: str, param_dtype: str = "float32"):
-    import transformers
-
-    from w2s_jax.models import registry
-
-    hf = transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B)
-    return registry.config_from_hf(hf, param_dtype=param_dtype, dtype=dtype, remat_policy=remat, scan_layers=True,
-                                   attention_impl="xla")
 
 
 def abstract_state(cfg, mesh, optimizer, lora=None):
@@ -116,6 +100,7 @@ def abstract_state(cfg, mesh, optimizer, lora=None):
     import jax.numpy as jnp
 
     from w2s_jax.models.convert import abstract_params
+    from w2s_jax.models.lora import LORA_KEY, LoraModel, init_adapters
     from w2s_jax.models.sharding import param_shardings, replicated
     from w2s_jax.train.step import TrainState, opt_state_shardings
 
@@ -124,8 +109,6 @@ def abstract_state(cfg, mesh, optimizer, lora=None):
                           param_shardings(boxed, mesh))
     frozen = None
     if lora is not None:
-        from w2s_jax.models.lora import LORA_KEY, LoraModel, init_adapters
-
         params, frozen = LoraModel.split({**params, LORA_KEY: init_adapters(params, lora, 0)})
     opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                              jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
@@ -133,100 +116,62 @@ def abstract_state(cfg, mesh, optimizer, lora=None):
     return TrainState(step=step, params=params, opt_state=opt_state), params, frozen
 
 
-def abstract_batch(objective: str, mesh, pairs: int, micro: int, seq: int):
-    import jax
-    import jax.numpy as jnp
-
-    from w2s_jax.train.step import microbatch_sharding
-
-    if pairs % micro:
-        raise ValueError(f"--micro={micro} must divide --pairs={pairs}")
-    n_micro = pairs // micro
-    objective = objective.removesuffix("_lora")
-    tokens = {"rm": ("ids_a", "mask_a", "ids_b", "mask_b"),
-              "dpo": ("ids_a", "mask_a", "loss_mask_a", "ids_b", "mask_b", "loss_mask_b")}[objective]
-    per_pair = {"rm": ("label", "gt", "valid"), "dpo": ("valid", "acc", "ref_c", "ref_r")}[objective]
-    batch = {k: jax.ShapeDtypeStruct((n_micro, micro, seq), jnp.int32, sharding=microbatch_sharding(mesh, 3))
-             for k in tokens}
-    for k in per_pair:
-        dtype = jnp.bool_ if k in ("valid", "acc") else jnp.float32
-        batch[k] = jax.ShapeDtypeStruct((n_micro, micro), dtype, sharding=microbatch_sharding(mesh, 2))
-    return batch
-
-
 def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
+    import jax
+    import transformers
+
+    from w2s_jax.models import registry
     from w2s_jax.models.heads import Transformer
+    from w2s_jax.models.lora import LoraConfig, LoraModel
     from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.objectives import DPO, RewardModel
     from w2s_jax.train.optim import make_optimizer
+    from w2s_jax.train.step import microbatch_sharding
     from w2s_jax.train.trainer import Trainer
 
-    from w2s_jax.models.lora import LoraConfig, LoraModel
-
+    if objective not in ("rm", "dpo", "dpo_lora"):
+        raise ValueError(f"unknown objective {objective!r}; rm, dpo or dpo_lora")
+    if args.pairs % micro:
+        raise ValueError(f"--micro={micro} must divide --pairs={args.pairs}")
     mesh = make_mesh(args.data, args.fsdp, args.tensor)
     lora = LoraConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank) if objective == "dpo_lora" else None
-    cfg = model_config(layers, args.dtype, remat, "bfloat16" if lora else "float32")
+    cfg = registry.config_from_hf(transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B),
+                                  param_dtype="bfloat16" if lora else "float32", dtype=args.dtype,
+                                  remat_policy=remat, scan_layers=True, attention_impl="xla")
     model = Transformer(cfg) if lora is None else LoraModel(Transformer(cfg), lora)
-    if objective == "rm":
-        unit, schedule, lr = RewardModel("bce"), "cosine_to_zero", 1e-5
-    elif objective in ("dpo", "dpo_lora"):
-        unit, schedule, lr = DPO(beta=0.1, chunk_size=args.logp_chunk or None), "warmup_constant", 1e-6
-    else:
-        raise ValueError(f"unknown objective {objective!r}; rm, dpo or dpo_lora")
+    unit, lr, schedule = common.objective(objective.removesuffix("_lora"), args.logp_chunk or None)
     optimizer = make_optimizer(lr, 1000, schedule)
     started = time.time()
     state, params, frozen = abstract_state(cfg, mesh, optimizer, lora)
-    batch = abstract_batch(objective, mesh, args.pairs, micro, args.seq)
+    lengths = np.full(2 * args.pairs, args.seq)  # only the shapes and dtypes of this batch are read
+    host = unit.prepare(common.synthetic_batch(np.random.default_rng(0), lengths, 2), args.pairs // micro, "padded")
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=microbatch_sharding(mesh, v.ndim))
+             for k, v in host.items()}
     compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000,
                                                 abstract_frozen=frozen).compile()
-    seconds = time.time() - started
-    mem = compiled.memory_analysis()
-    n_params = sum(x.size for x in jax_leaves((params, frozen)))
-    arg, out, alias, temp = (mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.alias_size_in_bytes,
-                             mem.temp_size_in_bytes)
-    code = mem.generated_code_size_in_bytes
-    peak = arg + out - alias + temp
-    return {"objective": objective, "layers": layers, "params": int(n_params), "remat_policy": remat,
+    seconds, xla = time.time() - started, common.xla_figures(compiled)
+    count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))  # noqa: E731
+    return {"objective": objective, "layers": layers, "params": count((params, frozen)), "remat_policy": remat,
             "micro_pairs": micro, "n_micro": args.pairs // micro, "pairs": args.pairs, "seq": args.seq,
             "mesh": dict(mesh.shape), "compute_dtype": args.dtype, "param_dtype": cfg.param_dtype,
-            "lora_rank": lora.rank if lora else 0, "trainable_params": int(sum(x.size for x in jax_leaves(params))),
-            "argument_gib": arg / GIB, "output_gib": out / GIB, "alias_gib": alias / GIB, "temp_gib": temp / GIB,
-            "generated_code_gib": code / GIB, "peak_gib": peak / GIB, "total_with_code_gib": (peak + code) / GIB,
-            "fits_budget": peak / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}
-
-
-def jax_leaves(tree):
-    import jax
-
-    return jax.tree.leaves(tree)
-
-
-def format_row(r: dict) -> str:
-    return (f"{r['objective']:>4} layers={r['layers']:<2} remat={r['remat_policy']:<13} micro={r['micro_pairs']:<3} "
-            f"mesh={r['mesh']} per device: args {r['argument_gib']:.2f} out {r['output_gib']:.2f} "
-            f"alias {r['alias_gib']:.2f} temp {r['temp_gib']:.2f} code {r['generated_code_gib']:.4f} -> "
-            f"peak {r['peak_gib']:.2f} GiB{'' if r['fits_budget'] else '  OVER BUDGET'} "
-            f"(compile {r['compile_seconds']} s)")
+            "lora_rank": lora.rank if lora else 0, "trainable_params": count(params),
+            **{f"{k}_gib": xla[k] / GIB for k in ("argument", "output", "alias", "temp", "generated_code", "peak")},
+            "total_with_code_gib": (xla["peak"] + xla["generated_code"]) / GIB,
+            "fits_budget": xla["peak"] / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}
 
 
 def per_layer_scaling(rows: list[dict]) -> list[dict]:
     """Least-squares peak = fixed + per_layer * layers, per (objective, remat, micro) measured at >= 2 depths."""
-    import numpy as np
-
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["objective"], r["remat_policy"], r["micro_pairs"]), []).append(r)
     out = []
     for (objective, remat, micro), rs in groups.items():
         layers = sorted({r["layers"] for r in rs})
-        if len(layers) < 2:
-            continue
-        x = np.array([r["layers"] for r in rs], float)
-        y = np.array([r["peak_gib"] for r in rs], float)
-        slope, intercept = np.polyfit(x, y, 1)
-        out.append({"objective": objective, "remat_policy": remat, "micro_pairs": micro, "layers": layers,
-                    "per_layer_gib": float(slope), "fixed_gib": float(intercept),
-                    "at_32_layers_gib": float(intercept + 32 * slope)})
+        if len(layers) >= 2:
+            slope, intercept = np.polyfit([r["layers"] for r in rs], [r["peak_gib"] for r in rs], 1)
+            out.append({"objective": objective, "remat_policy": remat, "micro_pairs": micro, "layers": layers,
+                        "per_layer_gib": float(slope), "fixed_gib": float(intercept),
+                        "at_32_layers_gib": float(intercept + 32 * slope)})
     return out
 
 

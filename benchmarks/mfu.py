@@ -8,9 +8,6 @@ segment-masked attention, as the pipeline trains. MFU = model FLOPs of the real 
 recomputation not counted) / the median of --steps timed steps after 2 warm-ups / the chip's dense bf16 peak. XLA's
 own count (`xla_flops`) counts a scanned layer stack's body once: no measure of the work. Writes
 <out>/mfu-<host>-<date>.json and prints a table.
-
-    python -m benchmarks.mfu                                   # every model x objective x the default settings
-    python -m benchmarks.mfu --models gpt2-xl --objectives rm --settings padded:none:8,packed:full:32
 """
 from __future__ import annotations
 
@@ -29,7 +26,6 @@ from w2s_jax.models.build import random_config
 from w2s_jax.models.convert import init_params
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import make_mesh
-from w2s_jax.objectives import DPO, RewardModel
 from w2s_jax.train.trainer import Trainer
 
 # GPT-2-XL (1.56B, vocab 50257 padded to 50304); a Llama-family 1.64B (GQA 16/8, MLP 8192, untied)
@@ -75,7 +71,7 @@ def model_flops(cfg, lengths, lm_head: bool) -> float:
     return 3 * (per_token * lengths.sum() + attention)
 
 
-def host_batch(unit, dpo: bool, layout: str, rows: int, args, vocab: int, rng) -> tuple[dict, np.ndarray]:
+def host_batch(unit, layout: str, rows: int, args, vocab: int, rng) -> tuple[dict, np.ndarray]:
     """One step's host microbatches in `layout` (the objective's own preparation) and every sequence's length."""
     lengths = np.full(2 * (rows // 2), args.seq)
     if layout == "packed":  # HH-like lengths (log-normal around ~100 tokens) filling ~90 % of the rows
@@ -84,19 +80,9 @@ def host_batch(unit, dpo: bool, layout: str, rows: int, args, vocab: int, rng) -
             more = rng.lognormal(np.log(100), 0.6, 2 * max(1, rows))
             lengths = np.concatenate([lengths, np.clip(more, 20, args.max_seq_len).astype(np.int64)])
         lengths = lengths[: 2 * (len(lengths) // 2)]
+    packing = Packing(args.seq, (args.seq,), row_multiple=1) if layout == "packed" else None
     while True:  # packed: drop pairs until they fit in `rows` rows
-        pairs, longest = len(lengths) // 2, int(lengths.max())
-        batch = {"valid": np.ones(pairs, bool), "acc": np.ones(pairs, bool), "label": np.full(pairs, 0.7, np.float32),
-                 "gt": np.ones(pairs, np.float32), "ref_c": np.full(pairs, -50.0, np.float32),
-                 "ref_r": np.full(pairs, -60.0, np.float32)}
-        for side, part in (("_a", lengths[:pairs]), ("_b", lengths[pairs:])):
-            mask = (np.arange(longest)[None, :] < part[:, None]).astype(np.int32)
-            batch[f"ids{side}"] = rng.integers(0, vocab, (pairs, longest), dtype=np.int32) * mask
-            batch[f"mask{side}"] = mask
-            if dpo:
-                batch[f"loss_mask{side}"] = mask * (np.arange(longest)[None, :] >= part[:, None] // 2)
-        packing = Packing(args.seq, (args.seq,), row_multiple=1) if layout == "packed" else None
-        micro = unit.prepare(batch, 1, layout, packing)
+        micro = unit.prepare(common.synthetic_batch(rng, lengths, vocab), 1, layout, packing)
         if layout == "padded" or micro["ids"].shape[1] <= rows:
             return micro, lengths
         lengths = lengths[:-2]
@@ -108,41 +94,31 @@ def measure(args, name: str, objective: str, layout: str, remat: str, rows: int,
     cfg = random_config(arch, vocab, max(args.seq, 1024), param_dtype="float32", dtype=args.dtype,
                         remat_policy=remat, scan_layers=True, attention_impl=attention)
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
-    unit, lr, schedule = (RewardModel("bce"), 1e-5, "cosine_to_zero") if objective == "rm" else \
-        (DPO(beta=0.1, chunk_size=args.logp_chunk), 1e-6, "warmup_constant")
+    unit, lr, schedule = common.objective(objective, args.logp_chunk)
     params = init_params(cfg, mesh, seed=0)
     row = {"model": name, "objective": objective, "layout": layout, "remat": remat, "rows": rows, "seq": args.seq,
            "attention": attention, "params": int(sum(x.size for x in jax.tree.leaves(params)))}
     trainer = Trainer(mesh, (args.seq,), layout=layout, pack_len=args.seq if layout == "packed" else None)
     state, compile_for = common.compiled_steps(trainer, unit, Transformer(cfg), params, lr, schedule)
     del params
-    host, lengths = host_batch(unit, objective == "dpo", layout, rows, args, cfg.vocab_size, np.random.default_rng(0))
+    host, lengths = host_batch(unit, layout, rows, args, cfg.vocab_size, np.random.default_rng(0))
     micro = trainer.place(host)
     row |= {"pairs": len(lengths) // 2, "real_tokens": int(lengths.sum()),
             "row_tokens": int(sum(np.prod(host[k].shape) for k in ("ids", "ids_a", "ids_b") if k in host))}
     started = time.perf_counter()
     compiled = compile_for(micro)
     row["compile_s"] = round(time.perf_counter() - started, 1)
-    try:
-        cost = compiled.cost_analysis()
-        row["xla_flops"] = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", float("nan")))
-    except Exception as e:  # cost analysis is best-effort on some backends
-        row |= {"xla_flops": None, "cost_analysis_error": str(e)[:200]}
-    holder = {"state": state}
-
-    def step():
-        holder["state"], holder["metrics"] = compiled(holder["state"], micro)
-        jax.block_until_ready(holder)
-
-    times = common.call_times(step, args.steps, warmup=2)
+    xla = common.xla_figures(compiled)
+    row |= {"xla_flops": xla["flops"], **({"cost_analysis_error": xla["cost_analysis_error"]}
+                                          if "cost_analysis_error" in xla else {})}
+    step, last = common.stepper(compiled, state), {}
+    times = common.call_times(lambda: last.update(step(micro)), args.steps, warmup=2)
     flops = model_flops(cfg, lengths, lm_head=objective == "dpo")
-    row |= {"loss": float(holder["metrics"]["loss"]), "step_s": statistics.median(times),
+    row |= {"loss": float(last["loss"]), "step_s": statistics.median(times),
             "step_s_all": [round(t, 5) for t in times], "model_flops": flops}
     row |= {"tflops_per_s": flops / row["step_s"] / 1e12, "mfu": flops / row["step_s"] / peak,
-            "pairs_per_s": row["pairs"] / row["step_s"], "tokens_per_s": row["real_tokens"] / row["step_s"]}
-    mem = compiled.memory_analysis()  # the step's own footprint: arguments + outputs - donated + temporaries
-    row["step_gib"] = float("nan") if mem is None else (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                                        - mem.alias_size_in_bytes + mem.temp_size_in_bytes) / 2 ** 30
+            "pairs_per_s": row["pairs"] / row["step_s"], "tokens_per_s": row["real_tokens"] / row["step_s"],
+            "step_gib": xla["peak"] / 2 ** 30}  # the step's own footprint: arguments + outputs - donated + temporaries
     return row
 
 

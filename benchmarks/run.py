@@ -12,9 +12,6 @@ random GPT-2-small-shaped fp32 weights (saved as safetensors, loaded by both) an
 Ours: the Trainer's step on packed rows of >= --pack-len tokens, every shape compiled before the timed steps (compile
 time and count reported); torch-batched and torch-1pair: `torch_ref.py`. A training contender runs one untimed
 warm-up step, then --steps timed ones. Writes benchmarks/results/<host>-<date>.json and prints a table of pairs/s.
-
-    python -m benchmarks.run              # ~25 min on 2 idle cores
-    python -m benchmarks.run --quick      # smoke run, a few minutes
 """
 from __future__ import annotations
 
@@ -22,7 +19,6 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,12 +31,11 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-RM_LR, PO_LR, DPO_BETA, SIMPO_BETA, SIMPO_GAMMA = 1e-5, 1e-6, 0.1, 2.0, 1.0
 TRAIN_WORKLOADS = ("rm_train", "rm_fixed", "dpo_train", "simpo_train")
 
 
 def parse_args(argv):
-    p = common.parser(__doc__)
+    p = common.parser(__doc__, worker=True)
     p.add_argument("--pairs", type=int, default=400, help="training pairs read (batches are cut from them)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per training contender")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step")
@@ -53,9 +48,7 @@ def parse_args(argv):
     p.add_argument("--workloads", default="rm_train,rm_fixed,dpo_train,simpo_train,score_test")
     p.add_argument("--torch", default="batched,1pair", help="torch contenders of the training workloads")
     p.add_argument("--quick", action="store_true", help="batch 8, 1 step, 64 test pairs")
-    p.add_argument("--worker", choices=("prepare", "jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     if p.parse_args(argv).quick:
         p.set_defaults(batch_size=8, steps=1, test_pairs=64, pairs=64)
     a = p.parse_args(argv)
@@ -68,28 +61,16 @@ def parse_args(argv):
 
 def host_data(a) -> dict:
     """The same batches for every framework: numpy only (tokenizer, pairs, padding, length buckets)."""
-    from w2s_jax.data.batches import PairDataset, bucket_lengths, eval_batches, train_batches
-    from w2s_jax.data.pairs import ab_order, read_jsonl_pairs
-    from w2s_jax.data.tokenize import tokenize_prompt_response, tokenize_texts
+    from w2s_jax.data.batches import bucket_lengths, eval_batches, train_batches
+    from w2s_jax.data.pairs import read_jsonl_pairs
 
     tok, buckets = common.gpt2_tokenizer(), bucket_lengths(a.max_len, 64, 8)
     pairs = read_jsonl_pairs(common.DATA)[0][: a.pairs]
-
-    def ab_dataset(ab, **extras):
-        return PairDataset(*(tokenize_texts(t, tok, a.max_len) for t in (ab.texts_a, ab.texts_b)), extras=extras)
-
-    ab = ab_order(pairs, 0)
-    rm = ab_dataset(ab, label=ab.labels.astype(np.float32), gt=ab.labels.astype(np.float32))
-    (ids_c, m_c), (ids_r, m_r) = (tokenize_prompt_response([getattr(x, side) for x in pairs], tok, a.max_len)
-                                  for side in ("chosen", "rejected"))
-    policy = PairDataset(ids_c, ids_r, m_c, m_r, {"acc": np.ones(len(pairs), bool)})
+    rm, policy = (common.pair_dataset(pairs, tok, a.max_len, policy) for policy in (False, True))
     take = lambda ds: list(train_batches(ds, a.batch_size, epochs=1, seed=0, buckets=buckets))[: a.steps]  # noqa
-    test = ab_dataset(ab_order(read_jsonl_pairs(common.DATA.with_name("harmless_test.jsonl"))[0][: a.test_pairs], 0))
-    rng, shape = np.random.default_rng(0), (a.fixed_pairs, a.max_len)
-    fixed = {f"ids_{s}": rng.integers(1, 50257, shape, dtype=np.int32) for s in "ab"}
-    fixed |= {f"mask_{s}": np.ones(shape, np.int32) for s in "ab"}
-    fixed |= {"label": rng.integers(0, 2, shape[0]).astype(np.float32), "gt": np.zeros(shape[0], np.float32),
-              "valid": np.ones(shape[0], bool)}
+    test = common.pair_dataset(read_jsonl_pairs(common.DATA.with_name("harmless_test.jsonl"))[0][: a.test_pairs],
+                               tok, a.max_len, False)
+    fixed = common.synthetic_batch(np.random.default_rng(0), np.full(2 * a.fixed_pairs, a.max_len), len(tok))
     return {"buckets": buckets, "rm": take(rm), "rm_dataset": rm, "policy": take(policy), "policy_dataset": policy,
             "fixed": [fixed] * a.steps, "test": test,
             "test_batches": list(eval_batches(test, a.eval_batch, buckets=buckets))}
@@ -100,6 +81,20 @@ def tokens(batches) -> dict:
     return {"real_tokens": real, "pairs": sum(int(b["valid"].sum()) for b in batches)}
 
 
+def timed_block(name: str, step, batches) -> dict:
+    """One untimed warm-up step on batches[0], then one timed step per batch. `cores` = CPU seconds of this
+    process / wall seconds over the timed steps: below the core count, other processes took the rest."""
+    times, cpu = [], 0.0
+    for k, batch in enumerate([batches[0]] + list(batches)):
+        start, cpu0 = time.perf_counter(), common.cpu_seconds()
+        step(batch)
+        times.append(time.perf_counter() - start)
+        cpu += (common.cpu_seconds() - cpu0) if k else 0.0
+        print(f"  {name}: {'warm-up' if k == 0 else f'step {k}'} T={batch['ids_a'].shape[1]} {times[-1]:.2f}s",
+              flush=True)
+    return {"seconds": times[1:], "cores": cpu / sum(times[1:])}
+
+
 def timed_once(name: str, fn, pairs: int) -> dict:
     started, cpu0 = time.perf_counter(), common.cpu_seconds()
     fn()
@@ -108,10 +103,11 @@ def timed_once(name: str, fn, pairs: int) -> dict:
     return {"seconds": [seconds], "cores": (common.cpu_seconds() - cpu0) / seconds, "pairs": pairs}
 
 
-def worker_prepare(a) -> None:
+def worker_prepare(a) -> dict:
     from benchmarks.torch_ref import save_random_gpt2
 
     save_random_gpt2(a.weights)
+    return {}
 
 
 def worker_jax(a) -> dict:
@@ -121,17 +117,17 @@ def worker_jax(a) -> dict:
     from w2s_jax.eval.inference import score_pairs, score_policy_pairs
     from w2s_jax.models.convert import from_pretrained
     from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.objectives import DPO, RewardModel, SimPO
     from w2s_jax.train.trainer import Trainer
 
     data, out = host_data(a), {}
     mesh, buckets = make_mesh(devices=jax.devices()[:1]), data["buckets"]
     loaded = from_pretrained(str(a.weights), reward_head=True)
 
-    def run_training(name, objective, lr, batches, dataset=None):
+    def run_training(name, batches, dataset=None):
         packed = dataset is not None  # rm_fixed: padded rows, nothing to pack
         trainer = Trainer(mesh, buckets, layout="packed" if packed else "padded",
                           pack_len=a.pack_len if packed else None)
+        objective, lr, _ = common.objective(name.split("_")[0])
         params = jax.tree.map(lambda x: x.copy(), loaded.params)
         state, compile_for = common.compiled_steps(trainer, objective, loaded.model, params, lr, nsteps=100)
         prepare, holder = trainer.prepare(objective, dataset), {"state": state}
@@ -149,14 +145,14 @@ def worker_jax(a) -> dict:
             holder["state"], metrics = step(holder["state"], micro)
             float(metrics["loss"])
 
-        return {**common.timed_block(f"ours {name}", one, batches), **tokens(batches),
+        return {**timed_block(f"ours {name}", one, batches), **tokens(batches),
                 "compile_seconds": compile_seconds, "compiles": len(compiled),
                 "token_fill": tokens(batches)["real_tokens"] / computed}
 
     if "rm_train" in a.workloads:
-        out["rm_train"] = run_training("rm_train", RewardModel("bce"), RM_LR, data["rm"], data["rm_dataset"])
+        out["rm_train"] = run_training("rm_train", data["rm"], data["rm_dataset"])
     if "rm_fixed" in a.workloads:
-        out["rm_fixed"] = run_training("rm_fixed", RewardModel("bce"), RM_LR, data["fixed"])
+        out["rm_fixed"] = run_training("rm_fixed", data["fixed"])
     policy = data["policy_dataset"]
     if "dpo_train" in a.workloads:  # the reference log-probs of the pairs the steps use, once (as the pipeline does)
         used = np.unique(np.concatenate([b["index"] for b in data["policy"]]))
@@ -173,11 +169,10 @@ def worker_jax(a) -> dict:
         row = {int(i): k for k, i in enumerate(used)}
         batches = [b | {key: r[[row[int(i)] for i in b["index"]]] for key, r in zip(("ref_c", "ref_r"), refs)}
                    for b in data["policy"]]
-        out["dpo_train"] = {**run_training("dpo_train", DPO(beta=DPO_BETA, chunk_size=128), PO_LR, batches, policy),
-                            "reference_once_seconds": ref_seconds, "reference_pairs": len(used)}
+        out["dpo_train"] = {**run_training("dpo_train", batches, policy), "reference_once_seconds": ref_seconds,
+                            "reference_pairs": len(used)}
     if "simpo_train" in a.workloads:
-        objective = SimPO(beta=SIMPO_BETA, gamma=SIMPO_GAMMA, chunk_size=128)
-        out["simpo_train"] = run_training("simpo_train", objective, PO_LR, data["policy"], policy)
+        out["simpo_train"] = run_training("simpo_train", data["policy"], policy)
     if "score_test" in a.workloads:
         z = {}
 
@@ -206,37 +201,37 @@ def worker_torch(a) -> dict:
     def fresh_rm():
         trunk, head = transformers.GPT2Model.from_pretrained(a.weights).train(), torch.nn.Linear(768, 1, bias=False)
         head.weight.data.copy_(head_weight)
-        return trunk, head, torch.optim.Adam(list(trunk.parameters()) + list(head.parameters()), lr=RM_LR)
+        opt = torch.optim.Adam(list(trunk.parameters()) + list(head.parameters()), lr=common.RECIPE["rm"][1])
+        return trunk, torch_ref.head_reward(trunk, head), opt
 
-    for workload in ("rm_train", "rm_fixed"):
+    for workload, kinds in (("rm_train", a.torch), ("rm_fixed", ["batched"])):
         if workload in a.workloads:
             batches, out[workload] = data["rm" if workload == "rm_train" else "fixed"], {}
-            for kind in a.torch if workload == "rm_train" else ["batched"]:
-                trunk, head, opt = fresh_rm()
-                step = functools.partial(torch_ref.rm_step, trunk, head, opt, micro=a.torch_micro,
-                                         one_pair=kind == "1pair")
-                out[workload][kind] = {**common.timed_block(f"torch-{kind} {workload}", step, batches),
+            for kind in kinds:
+                _, reward, opt = fresh_rm()
+                step = functools.partial(torch_ref.rm_step, reward, opt, micro=a.torch_micro, one_pair=kind == "1pair")
+                out[workload][kind] = {**timed_block(f"torch-{kind} {workload}", step, batches),
                                        **tokens(batches)}
-    for workload, algorithm, beta, gamma in (("dpo_train", "dpo", DPO_BETA, 0.0),
-                                             ("simpo_train", "simpo", SIMPO_BETA, SIMPO_GAMMA)):
+    for workload, algorithm in (("dpo_train", "dpo"), ("simpo_train", "simpo")):
         if workload in a.workloads:
+            hyper, lr, _ = common.RECIPE[algorithm]
             out[workload] = {}
             for kind in a.torch:
                 policy = transformers.GPT2LMHeadModel.from_pretrained(a.weights).train()
-                opt = torch.optim.Adam(policy.parameters(), lr=PO_LR)
-                step = functools.partial(torch_ref.policy_step, policy, reference, opt, micro=a.torch_micro,
-                                         algorithm=algorithm, beta=beta, gamma=gamma, one_pair=kind == "1pair")
-                out[workload][kind] = {**common.timed_block(f"torch-{kind} {workload}", step, data["policy"]),
+                step = functools.partial(torch_ref.policy_step, policy, reference, torch.optim.Adam(
+                    policy.parameters(), lr=lr), micro=a.torch_micro, algorithm=algorithm, one_pair=kind == "1pair",
+                    **hyper)
+                out[workload][kind] = {**timed_block(f"torch-{kind} {workload}", step, data["policy"]),
                                        **tokens(data["policy"])}
     if "score_test" in a.workloads:
-        trunk, head, _ = fresh_rm()
+        trunk, reward, _ = fresh_rm()
         trunk.eval()
         z = np.zeros(len(data["test"]), np.float32)
-        torch_ref.score_batched(trunk, head, data["test_batches"][0])  # warm-up
+        torch_ref.pair_scores(data["test_batches"][0], a.eval_batch, reward)  # warm-up
 
         def score():
-            for batch in data["test_batches"]:
-                z[batch["index"][batch["valid"]]] = torch_ref.score_batched(trunk, head, batch)[batch["valid"]]
+            for b in data["test_batches"]:
+                z[b["index"][b["valid"]]] = torch_ref.pair_scores(b, a.eval_batch, reward)[0][b["valid"]]
 
         out["score_test"] = {"batched": {**timed_once("torch-batched score_test", score, len(z)), "z": z.tolist()}}
     return out
@@ -250,31 +245,26 @@ def summarize(a, ours: dict, torch_: dict) -> list[dict]:
             for w in a.workloads if w in ours for kind, entry in torch_.get(w, {}).items()]
 
 
-def spawn(argv: list[str], worker: str, tmp: Path) -> dict:
-    print(f"\n== {worker} worker", flush=True)
-    result = tmp / f"{worker}.json"
-    subprocess.run([sys.executable, "-m", "benchmarks.run", *argv, "--worker", worker, "--weights",
-                    str(tmp / "weights"), "--result", str(result)], check=True, cwd=common.ROOT)
-    return json.loads(result.read_text()) if result.exists() else {}
-
-
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = parse_args(argv)
     if a.worker:
         result = {"prepare": worker_prepare, "jax": worker_jax, "torch": worker_torch}[a.worker](a)
-        if result is not None:
-            a.result.write_text(json.dumps(result))
-        return result or {}
+        a.worker_out.write_text(json.dumps(result))
+        return result
     report, wall0 = common.header("suite", argv, ("jax", "torch", "transformers")), time.perf_counter()
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        _, ours, torch_ = (spawn(argv, w, Path(tmp)) for w in ("prepare", "jax", "torch"))
+        for worker in ("prepare", "jax", "torch"):
+            print(f"\n== {worker} worker", flush=True)
+            results[worker] = common.spawn("benchmarks.run", [*argv, "--weights", str(Path(tmp) / "weights")], worker)
+    ours, torch_ = results["jax"], results["torch"]
     rows, agreement = summarize(a, ours, torch_), None
     if "score_test" in ours and "score_test" in torch_:
         zo, zt = np.asarray(ours["score_test"].pop("z")), np.asarray(torch_["score_test"]["batched"].pop("z"))
         agreement = {"max_abs_dz": float(np.abs(zo - zt).max()), "same_sign": float(((zo >= 0) == (zt >= 0)).mean())}
     report |= {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
-                            if k not in ("worker", "weights", "result")},
+                            if k not in ("worker", "worker_out", "weights")},
                "table": rows, "ours": ours, "torch": torch_, "score_agreement": agreement,
                "wall_seconds": time.perf_counter() - wall0}
     print(f"\nGPT-2-small shape, fp32, T<={a.max_len}, batch {a.batch_size}, {a.steps} timed steps, "

@@ -1,8 +1,8 @@
 """Reward-modelling weak-to-strong over a capability ladder: one weak model, strong models of growing size.
 
 `paper`: gpt2 -> gpt2-medium / gpt2-large / gpt2-xl on the paper's data. `shapes`: the same ladder as random-init
-models of those shapes with the hub's GPT-2 tokenizer (`python -m benchmarks.sweep_time --tokenizer DIR` runs it
-with a local one): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny models, each
+models of those shapes with the hub's GPT-2 tokenizer (`python -m benchmarks.demo_time --sweep --tokenizer DIR` runs
+it with a local one): for timing a machine, not for findings. `demo`: the demo world's ladder of tiny models, each
 pretrained on the world's corpus (demo-xs -> demo-s / demo-m / demo-l), offline. `real` and `real_paper`: the real
 ladder, offline (`w2s_jax.configs.REAL_LADDER`): SmolLM2-135M cut to its first 4 layers (weak) -> its first 8 / 16
 layers / the whole model / Gemma-3-270m, on the shared HH pairs at the sizes of `rm_helpful.py`'s presets of the

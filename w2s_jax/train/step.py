@@ -78,7 +78,7 @@ def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 
 # On a CPU the whole-batch forward keeps every layer's activations of the whole batch until the backward: for
 # SmolLM2 (30 layers) and 32 pairs at max_len 256 that is ~11 GB, 2-3x PyTorch's micro-batched peak, for no speed
-# (a CPU's matmuls are as efficient at a few thousand tokens as at many; benchmarks/real_profile.py measured it).
+# (a CPU's matmuls are as efficient at a few thousand tokens as at many; `benchmarks.cpu_profile --real` measured it).
 CPU_TOKENS_PER_MICRO = 4096  # padded-length bound: 8 pairs at max_len 256, 16 at 128; tiny test shapes stay whole
 
 
