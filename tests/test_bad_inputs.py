@@ -3,13 +3,12 @@
 rows), a non-zero exit, and nothing marked complete. Bad config values checked in-process are in
 test_config_errors.py; the ones here go through the real entry point."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_inputs"
@@ -40,11 +39,9 @@ def run_main(tmp_path, data_dir, *args, workdir=None, config=CONFIG, devices=1):
     defaults = {"--config.data.dir": str(data_dir), "--config.data.conflict_path": str(data_dir / "conflict.jsonl")}
     given = {a.split("=", 1)[0] for a in args}
     flags_ = [f"{k}={v}" for k, v in defaults.items() if k not in given]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""}
+    env = runs.env(devices)
     env.pop("W2S_FAULT", None)
-    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", f"--config={config}", f"--workdir={workdir}",
-                           *flags_, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = runs.main(f"--config={config}", f"--workdir={workdir}", *flags_, *args, env_=env, timeout=300)
     return proc, workdir
 
 

@@ -5,7 +5,6 @@ One tiny reward-model run (demo world data, random-init 1-layer models, trained 
 references are what that run itself wrote (results.json), hand-written values and the files on disk."""
 import datetime
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import runs
 from w2s_jax.config_check import validate
 from w2s_jax.configs import load_config_file
 from w2s_jax.experiments import EXPERIMENTS, dry_run as plan, run
@@ -145,9 +145,8 @@ def test_readme_python_api_snippet_runs_on_one_device(tiny, tmp_path):
         script = tmp_path / f"snippet{i}.py"
         script.write_text(block.replace("runs/demo", str(tiny[0]))
                           + "\nimport jax\nprint('devices', jax.device_count())\n")
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                              env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+                              env=runs.env(PYTHONPATH=str(ROOT)), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         lines = proc.stdout.splitlines()
         assert lines[0] == "reward_model" and lines[-1] == "devices 1"
@@ -187,10 +186,8 @@ def test_overwrite_with_another_config_sets_the_old_curves_aside(tiny, tmp_path)
 # -- the command line ------------------------------------------------------------------------------------------
 
 def main(*args, cwd=ROOT, timeout=300):
-    env = {**os.environ, "W2S_PROGRESS": "lines", "PYTHONPATH": str(ROOT)}  # this checkout, from any cwd
-    env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-m", "w2s_jax.main", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    env = runs.env(W2S_PROGRESS="lines", PYTHONPATH=str(ROOT))  # this checkout, from any cwd
+    return runs.main(*args, env_=env, cwd=cwd, timeout=timeout)
 
 
 def test_print_config_prints_every_field_after_overrides(tmp_path):

@@ -1,11 +1,9 @@
 """Bad configs stop before any compute with one line naming the field, and a non-zero exit."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import runs
 from w2s_jax.config_check import ConfigError, validate
 from w2s_jax.configs import load_config_file
 
@@ -31,11 +29,9 @@ def demo(name: str = "rm_helpful.py:demo"):
 
 
 def _cli(*overrides, tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=configs/rm_helpful.py:demo",
-                           f"--workdir={tmp_path}/wd", f"--config.data.dir={PATHS['data_dir']}",
-                           f"--config.data.conflict_path={PATHS['conflict']}", *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return runs.main("--config=configs/rm_helpful.py:demo", f"--workdir={tmp_path}/wd",
+                     f"--config.data.dir={PATHS['data_dir']}", f"--config.data.conflict_path={PATHS['conflict']}",
+                     *overrides, timeout=300)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -133,10 +129,8 @@ def test_preference_runs_refuse_train_fields_they_do_not_read():
 
 
 def test_cli_rejects_train_lr_on_a_dpo_run(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=configs/dpo_helpful.py:demo",
-                           f"--workdir={tmp_path}/wd", "--config.train.lr=0.1"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = runs.main("--config=configs/dpo_helpful.py:demo", f"--workdir={tmp_path}/wd", "--config.train.lr=0.1",
+                     timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == "error: config.train.lr: unknown field 'train.lr'"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import runs
 from tiny_rm_config import HELPFUL, HH, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,20 +24,12 @@ needs_data = pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()),
                                 reason=f"shared HH data not found at {HH} (it is never copied into the repo)")
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    """One persistent compilation cache for every run of this module (the same programs, compiled once)."""
-    return tmp_path_factory.mktemp("jax-cache")
-
-
-def main(workdir, *args, cache, fault=None):
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+def main(workdir, *args, fault=None):
+    env = runs.env()
     env.pop("W2S_FAULT", None)
     if fault:
         env["W2S_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "w2s_jax.main", f"--config={CONFIG}", f"--workdir={workdir}", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return runs.main(f"--config={CONFIG}", f"--workdir={workdir}", *args, env_=env)
 
 
 def ok(proc):
@@ -45,9 +38,9 @@ def ok(proc):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, jax_cache):
+def reference(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    ok(main(workdir, cache=jax_cache))
+    ok(main(workdir))
     return workdir
 
 
@@ -92,15 +85,15 @@ def logged_steps(workdir: Path) -> dict:
 
 
 @needs_data
-def test_killed_runs_resume_to_identical_results(reference, jax_cache, tmp_path):
+def test_killed_runs_resume_to_identical_results(reference, tmp_path):
     for fault, training, finished in KILLS:
-        killed = main(tmp_path, cache=jax_cache, fault=fault)
+        killed = main(tmp_path, fault=fault)
         assert killed.returncode == -9, (fault, killed.stderr[-3000:])
         assert not (tmp_path / "results.json").exists()
         assert statuses(tmp_path).count("complete") == len(finished), fault  # never "complete" too early
         if training is not None:
             assert training in logged_steps(tmp_path), fault
-    ok(main(tmp_path, cache=jax_cache))
+    ok(main(tmp_path))
     assert per_example(tmp_path) == per_example(reference)
     assert steps_run(tmp_path)["weak_ceiling"] == steps_run(tmp_path)["strong_ceiling"] == 0  # reused at the end
     steps = logged_steps(tmp_path)
@@ -116,7 +109,7 @@ def _data_files(checkpoint: Path) -> list[Path]:
 
 
 @needs_data
-def test_corrupt_checkpoints_are_set_aside_never_loaded(reference, jax_cache, tmp_path):
+def test_corrupt_checkpoints_are_set_aside_never_loaded(reference, tmp_path):
     workdir = tmp_path / "wd"
     shutil.copytree(reference, workdir)
     dirs = model_dirs(workdir)
@@ -129,7 +122,7 @@ def test_corrupt_checkpoints_are_set_aside_never_loaded(reference, jax_cache, tm
     for step in ("6", "8"):
         for f in _data_files(dirs["weak_ceiling"] / "ckpt" / step):
             os.truncate(f, f.stat().st_size // 2)
-    proc = ok(main(workdir, cache=jax_cache))
+    proc = ok(main(workdir))
     assert "checkpoint at step 8 is unusable" in proc.stderr
     assert "is marked complete but its final checkpoint is unusable; training it again" in proc.stderr
     assert "resuming from step 6" in proc.stderr
@@ -140,12 +133,12 @@ def test_corrupt_checkpoints_are_set_aside_never_loaded(reference, jax_cache, tm
 
 
 @needs_data
-def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(reference, jax_cache, tmp_path):
+def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(reference, tmp_path):
     """train.final_checkpoint=params: a finished model keeps one checkpoint, its parameters alone (smaller than
     the full train state), a rerun reuses it to the same per-example results, and a corrupt one is set aside and
     the model trained again."""
     args = ("--config.train.final_checkpoint=params",)
-    ok(main(tmp_path, *args, cache=jax_cache))
+    ok(main(tmp_path, *args))
     assert per_example(tmp_path) == per_example(reference)
     dirs, full_dirs = model_dirs(tmp_path), model_dirs(reference)
     for role, directory in dirs.items():
@@ -155,12 +148,12 @@ def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(referen
         size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())  # noqa: E731
         # a third of the array bytes; on these tiny models orbax's metadata files are a good part of the rest
         assert size(directory / "ckpt" / "8") < 0.75 * size(full_dirs[role] / "ckpt" / "8"), role
-    ok(main(tmp_path, *args, cache=jax_cache))
+    ok(main(tmp_path, *args))
     assert set(steps_run(tmp_path).values()) == {0}
     assert per_example(tmp_path) == per_example(reference)
     for f in _data_files(dirs["weak_ceiling"] / "ckpt" / "8"):
         os.truncate(f, f.stat().st_size // 2)
-    proc = ok(main(tmp_path, *args, cache=jax_cache))
+    proc = ok(main(tmp_path, *args))
     assert "is marked complete but its final checkpoint is unusable; training it again" in proc.stderr
     assert steps_run(tmp_path) == {"weak_ceiling": 8, "strong_ceiling": 0, "student_no_conflict": 0}
     assert per_example(tmp_path) == per_example(reference)
@@ -168,11 +161,11 @@ def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(referen
 
 
 @needs_data
-def test_nan_loss_stops_cleanly_and_the_last_checkpoint_loads(jax_cache, tmp_path):
+def test_nan_loss_stops_cleanly_and_the_last_checkpoint_loads(tmp_path):
     import jax
     import orbax.checkpoint as ocp
 
-    proc = main(tmp_path, "--config.train.lr=1e30", "--config.train.save_every=1", cache=jax_cache)
+    proc = main(tmp_path, "--config.train.lr=1e30", "--config.train.save_every=1")
     last = proc.stderr.splitlines()[-1]
     assert proc.returncode == 2, proc.stderr[-3000:]
     found = re.match(r"error: weak_ceiling: (loss|grad_norm) is (nan|inf|-inf) at step (\d+); stopping \(the last "
@@ -198,7 +191,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
             "def write(f):\n    f.write('{\"new\": ')\n    f.flush()\n    os.kill(os.getpid(), signal.SIGKILL)\n"
             f"write_atomic({str(target)!r}, write)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+                          env=runs.env())
     assert proc.returncode == -9, proc.stderr
     assert target.read_text() == '{"old": true}\n'
 
@@ -260,17 +253,17 @@ def _results_of(config, workdir: Path) -> Path:
 
 
 @needs_data
-def test_results_of_another_config_are_refused_before_compute(tmp_path, jax_cache):
+def test_results_of_another_config_are_refused_before_compute(tmp_path):
     path = _results_of(get_config(), tmp_path)
     before = path.read_bytes()
-    proc = main(tmp_path, "--config.train.lr=0.002", cache=jax_cache)
+    proc = main(tmp_path, "--config.train.lr=0.002")
     last = proc.stderr.splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert last.startswith(f"error: {path} holds the results of a different config (train.lr: 0.001 there, "
                            "0.002 here); use a fresh --workdir, or --overwrite"), last
     assert path.read_bytes() == before and not (tmp_path / "models").exists()
     # --overwrite lets it through (here to a data error, which stops it before compute)
-    proc = main(tmp_path, "--overwrite", "--config.train.lr=0.002", "--config.data.n_gt=100000", cache=jax_cache)
+    proc = main(tmp_path, "--overwrite", "--config.train.lr=0.002", "--config.data.n_gt=100000")
     assert proc.returncode == 2 and "asked for 100000 pairs" in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
 
 

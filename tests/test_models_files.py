@@ -1,17 +1,16 @@
 """Damaged, incomplete or unsafe model files fail like bad data rows: one ValueError line naming the file and the
 cause, nothing executed. Truncated loads (the first k layers) match transformers cut the same way."""
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
 import torch
 import transformers
 from safetensors.numpy import load_file, save_file
 
+import runs
 import tiny_models
 from w2s_jax.models.build import build_model
 from w2s_jax.models.convert import ModelFileError, from_pretrained
@@ -172,11 +171,8 @@ def test_entry_point_stops_with_one_line_and_status_2(tmp_path):
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(model)
     data = (model / "model.safetensors").read_bytes()
     (model / "model.safetensors").write_bytes(data[: len(data) - 1000])
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    proc = subprocess.run(
-        [sys.executable, "-m", "w2s_jax.main", "--config=tests/tiny_rm_config.py", f"--workdir={tmp_path / 'wd'}",
-         "--config.weak.init=pretrained", f"--config.weak.name={model}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = runs.main("--config=tests/tiny_rm_config.py", f"--workdir={tmp_path / 'wd'}",
+                     "--config.weak.init=pretrained", f"--config.weak.name={model}")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

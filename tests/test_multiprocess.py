@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import runs
 from w2s_jax import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 HH = SHARED / "hh-single-turn"
 HELPFUL = SHARED / "bigbench" / "hhh_alignment" / "helpful" / "task.json"
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 TINY_CONFIG = '''
 from w2s_jax.configs import reward_model_config
@@ -42,8 +42,8 @@ def get_config():
 
 def _env(n_devices: int | None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("W2S_", "JAX_", "SLURM_"))}
-    env.update(JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHON=sys.executable,
-               XLA_FLAGS=FAST_COMPILE + (f" --xla_force_host_platform_device_count={n_devices}" if n_devices else ""))
+    env.update(runs.cache_env(), JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHON=sys.executable, XLA_FLAGS=runs.xla_flags(n_devices))
     return env
 
 

@@ -4,16 +4,15 @@ Expected texts are written out by hand; chat renderings are checked against `tok
 of a tokenizer built here (offline) with a chat template of its own.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from tokenizers import processors
 
+import runs
 from w2s_jax.data import hub, readers
 from w2s_jax.data.chat import Dialogue
 from w2s_jax.data.loading import load_splits
@@ -304,14 +303,11 @@ def test_pipeline_on_a_user_shaped_folder(tmp_path):
     tok = chat_tokenizer([hh("How do I handle item 1?", "Carefully (1).")] * 4)
     tok.save_pretrained(tmp_path / "chat_tokenizer")  # the strong model reads chats through this template
     workdir = tmp_path / "wd"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     args = [f"--config.data.dir={folder}", "--config.data.conflict_path=",
             "--config.data.files.gt=train_labelled.jsonl", "--config.data.files.weak=unlabelled.parquet",
             "--config.data.files.test=heldout.json", "--config.data.files.conflict=helpfulness.jsonl",
             "--config.students=implicit", f"--config.strong.tokenizer={tmp_path / 'chat_tokenizer'}"]
-    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=tests/tiny_rm_config.py",
-                           f"--workdir={workdir}", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = runs.main("--config=tests/tiny_rm_config.py", f"--workdir={workdir}", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert [m["role"] for m in results["runs"][0]["models"]] == ["weak_ceiling", "strong_ceiling", "student_implicit"]
@@ -336,18 +332,16 @@ def test_a_missing_file_or_a_bad_chat_row_stops_the_run_with_one_line(tmp_path):
     rows = pq.read_table(folder / "unlabelled.parquet").to_pylist()
     rows[2]["rejected"] = [{"role": "critic", "content": "x"}]
     write_rows(folder / "unlabelled.parquet", rows)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     # every split's file is found before any is read: the missing one is named first, with its config field
     for test_file, expected in [
         ("absent.json", f"{folder / 'absent.json'}: file not found (the test split, named by config.data.files.test, "
                         "relative to config.data.dir)"),
         ("heldout.json", f"{folder / 'unlabelled.parquet'}:3:rejected[0].role: expected one of "
                          "['system', 'user', 'assistant'], got 'critic'")]:
-        proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=tests/tiny_rm_config.py",
-                               f"--workdir={tmp_path / 'wd'}", f"--config.data.dir={folder}",
-                               "--config.data.conflict_path=", "--config.data.files.gt=train_labelled.jsonl",
-                               "--config.data.files.weak=unlabelled.parquet", f"--config.data.files.test={test_file}"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        proc = runs.main("--config=tests/tiny_rm_config.py", f"--workdir={tmp_path / 'wd'}",
+                         f"--config.data.dir={folder}", "--config.data.conflict_path=",
+                         "--config.data.files.gt=train_labelled.jsonl", "--config.data.files.weak=unlabelled.parquet",
+                         f"--config.data.files.test={test_file}", timeout=300)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert lines[-1] == f"error: {expected}"

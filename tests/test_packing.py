@@ -51,8 +51,8 @@ def test_packed_loss_and_grads_equal_padded(loaded, kind):
     packed = jax.tree.map(lambda x: x[0], objective.prepare(batch, 1, "packed", packing))
     assert packed["ids"].shape[0] < 16  # fewer rows than sequences: the point of packing
     value = lambda mb, layout: (lambda p: objective.loss_fn(loaded.model, layout)(p, mb, 0.0).loss_sum)
-    a, ga = jax.value_and_grad(value(padded, "padded"))(loaded.params)
-    b, gb = jax.value_and_grad(value(packed, "packed"))(loaded.params)
+    a, ga = jax.jit(jax.value_and_grad(value(padded, "padded")))(loaded.params)
+    b, gb = jax.jit(jax.value_and_grad(value(packed, "packed")))(loaded.params)
     np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-5, rtol=1e-4)
@@ -83,8 +83,8 @@ def test_packed_policy_objectives_equal_padded(loaded, objective):
     packed = jax.tree.map(lambda x: x[0], unit.prepare(batch, 1, "packed", packing))
     assert packed["ids"].shape[0] < len(sides) * 6
     value = lambda mb, layout: (lambda p: unit.loss_fn(loaded.model, layout)(p, mb, 0.0).loss_sum)
-    a, ga = jax.value_and_grad(value(padded, "padded"))(loaded.params)
-    b, gb = jax.value_and_grad(value(packed, "packed"))(loaded.params)
+    a, ga = jax.jit(jax.value_and_grad(value(padded, "padded")))(loaded.params)
+    b, gb = jax.jit(jax.value_and_grad(value(packed, "packed")))(loaded.params)
     assert abs(float(a)) > 0
     np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
@@ -93,7 +93,6 @@ def test_packed_policy_objectives_equal_padded(loaded, objective):
 
 def test_packed_logps_do_not_leak_across_sequences():
     """A sequence's log-probs are the same alone in a row or packed behind another sequence."""
-    import jax.numpy as jnp
     from w2s_jax.train.losses import packed_sequence_logps_from_hidden, sequence_logps_from_hidden
 
     rng = np.random.RandomState(0)

@@ -2,13 +2,12 @@
 import io
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import runs
 from tiny_rm_config import HELPFUL, HH
 from w2s_jax.progress import Lines
 
@@ -50,12 +49,10 @@ def test_a_stage_stopped_by_an_error_writes_no_done_line():
 
 @pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()), reason=f"shared HH data not found at {HH}")
 def test_a_run_logged_to_a_pipe_has_no_carriage_returns_and_few_lines(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "W2S_PROGRESS_SECONDS": "0.5"}
+    env = runs.env(W2S_PROGRESS_SECONDS="0.5")
     env.pop("W2S_PROGRESS", None)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", "--config=tests/tiny_rm_config.py",
-                           f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = runs.main("--config=tests/tiny_rm_config.py", f"--workdir={tmp_path / 'run'}", env_=env)
     wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
