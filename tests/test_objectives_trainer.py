@@ -46,7 +46,7 @@ def reference_update(model, params, batch, lr):
         per = optax.sigmoid_binary_cross_entropy(z, batch["label"])
         return jnp.sum(per * batch["valid"]) / batch["valid"].sum()
 
-    value, grads = jax.value_and_grad(loss)(params)
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
     return float(value), optax.global_norm(grads), jax.tree.map(lambda p, g: p - lr * g, params, grads)
 
 

@@ -171,17 +171,30 @@ def test_changed_config_does_not_reuse_stale_models(first_run, tmp_path):
 
 
 def test_eight_device_mesh_gives_the_same_predictions(first_run, tmp_path):
+    """Fine-tuning on a data=2 x fsdp=4 mesh, from the first run's pretrained bases (copied: the mesh is no part of
+    a model, so the store would otherwise hand back the one-device models), with one student of each kind of
+    loss (weak labels alone; weak labels and the explicit conflict term)."""
+    import shutil
+
     assert len(jax.devices()) == 8
     workdir, results = first_run
-    sharded = run(small_config(data=2, fsdp=4), tmp_path, n_devices=8)
-    for one, eight in zip(results["runs"][0]["models"], sharded["runs"][0]["models"]):
+    shutil.copytree(workdir / "models" / "base", tmp_path / "models" / "base")
+    c = small_config(data=2, fsdp=4)
+    c.students = "no_conflict,explicit"
+    sharded = run(c, tmp_path, n_devices=8)
+    assert all(b["reused"] for b in json.loads((tmp_path / "run_log.json").read_text())["bases"].values())
+    one_device = {m["role"]: m for m in results["runs"][0]["models"]}
+    assert [m["role"] for m in sharded["runs"][0]["models"]] == ["weak_ceiling", "strong_ceiling",
+                                                                 "student_no_conflict", "student_explicit"]
+    for eight in sharded["runs"][0]["models"]:
+        one = one_device[eight["role"]]
         if one["role"].endswith("ceiling"):  # the mesh is not part of what a model is (students hash the labels,
             assert one["fingerprint"] == eight["fingerprint"]  # which may differ in the last float bit)
         np.testing.assert_array_equal(one["test_correct"], eight["test_correct"], err_msg=one["role"])
         np.testing.assert_allclose(one["test_logits"], eight["test_logits"], atol=1e-4)
     ref, got = loss_curves(workdir), loss_curves(tmp_path)
-    for role, curve in ref.items():
-        np.testing.assert_allclose(got[role], curve, atol=1e-4, err_msg=role)
+    for role, curve in got.items():
+        np.testing.assert_allclose(curve, ref[role], atol=1e-4, err_msg=role)
 
 
 def test_reward_model_bootstrapping(tmp_path):

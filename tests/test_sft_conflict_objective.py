@@ -45,8 +45,8 @@ def original_row(logp, ids, loss_mask):
 
 
 def reference(model, params, b, algorithm, beta, gamma, alpha):
-    logp = {s: log_softmax(np.asarray(model.apply({"params": params}, b[f"ids{s}"], b[f"mask{s}"]), np.float64))
-            for s in ("_a", "_b")}
+    logits = jax.jit(lambda ids, mask: model.apply({"params": params}, ids, mask))
+    logp = {s: log_softmax(np.asarray(logits(b[f"ids{s}"], b[f"mask{s}"]), np.float64)) for s in ("_a", "_b")}
     total = []
     for i in range(len(b["acc"])):
         def side(s):
@@ -74,9 +74,9 @@ def test_sft_conflict_objective_equals_the_originals_loop(loaded, algorithm):
     packing = Packing(min_row_len=32, buckets=bucket_lengths(64, 16), row_multiple=1)
     packed = jax.tree.map(lambda x: x[0], unit.prepare(b, 1, "packed", packing))
     for mb, layout in ((padded, "padded"), (packed, "packed")):
-        terms = unit.loss_fn(loaded.model, layout)(loaded.params, mb, 0.0)
+        terms = jax.jit(unit.loss_fn(loaded.model, layout))(loaded.params, mb, 0.0)
         assert float(terms.metrics["conflict_active"]) > 0, layout
         assert float(terms.loss_sum / terms.count) == pytest.approx(want, rel=2e-5), layout
     reverse = type(unit)(**{**unit.__dict__, "reward_type": "reverse"})
-    assert float(reverse.loss_fn(loaded.model, "padded")(loaded.params, padded, 0.0).loss_sum) != \
+    assert float(jax.jit(reverse.loss_fn(loaded.model, "padded"))(loaded.params, padded, 0.0).loss_sum) != \
         pytest.approx(float(terms.loss_sum), rel=1e-3)
