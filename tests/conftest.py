@@ -14,5 +14,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """A tiny random Llama with a reward head (`tiny_models.build`), saved and loaded back by `from_pretrained`,
+    once per test module; a module that needs another model defines its own `loaded`."""
+    import tiny_models
+    from w2s_jax.models.convert import from_pretrained
+
+    directory = tmp_path_factory.mktemp("llama")
+    tiny_models.build("llama", directory)
+    return from_pretrained(str(directory), reward_head=True)

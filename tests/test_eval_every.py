@@ -13,7 +13,6 @@ import tiny_models
 from w2s_jax.data.batches import PairDataset, bucket_lengths
 from w2s_jax.eval import curves
 from w2s_jax.eval.inference import score_pairs
-from w2s_jax.models.convert import from_pretrained
 from w2s_jax.objectives import RewardModel
 from w2s_jax.train.trainer import Trainer, TrainSpec
 
@@ -38,13 +37,6 @@ def test_curve_points_on_hand_values():
     assert simpo["eval_loss"] == pytest.approx(np.mean(np.log1p(np.exp(-(2.0 * (mc - mr) - 1.0)))), abs=1e-12)
     assert simpo["eval_accuracy"] == 0.5
     assert curves.policy_point("sft", scores)["eval_loss"] == pytest.approx(0.75)
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llama")
-    tiny_models.build("llama", directory)
-    return from_pretrained(str(directory), reward_head=True)
 
 
 def dataset(n, seed):

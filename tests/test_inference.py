@@ -4,18 +4,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-import tiny_models
 from w2s_jax.data.batches import PairDataset, bucket_lengths
 from w2s_jax.eval.inference import score_pairs, score_policy_pairs
 from w2s_jax.models import sharding
-from w2s_jax.models.convert import from_pretrained
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llama")
-    tiny_models.build("llama", directory)
-    return from_pretrained(str(directory), reward_head=True)
 
 
 def _dataset(n, seed=0):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-import tiny_models
 from w2s_jax.data.batches import SequenceDataset, bucket_lengths
 from w2s_jax.models.convert import from_pretrained
 from w2s_jax.models.lora import LORA_KEY, RNG_STREAM, LoraConfig, _adapter_interceptor, dropout_key, with_lora
@@ -46,13 +45,6 @@ def test_adapter_input_dropout_against_numpy():
     np.testing.assert_allclose(np.asarray(_dense_out(x, params, scale, P_DROP, key)), want, rtol=1e-5, atol=1e-5)
     no_key = x @ params["kernel"] + params["bias"] + scale * (x @ params["lora_a"]) @ params["lora_b"]
     np.testing.assert_allclose(np.asarray(_dense_out(x, params, scale, P_DROP, None)), no_key, rtol=1e-5, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llama")
-    tiny_models.build("llama", directory)
-    return from_pretrained(str(directory), reward_head=True)
 
 
 def _lora_model(loaded, p):

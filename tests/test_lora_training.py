@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-import tiny_models
 from w2s_jax.data.batches import PairDataset, SequenceDataset, bucket_lengths
 from w2s_jax.experiments.spec import TrainedModelSpec
 from w2s_jax.models.convert import from_pretrained
@@ -21,13 +20,6 @@ from w2s_jax.train.checkpoint import ModelStore
 from w2s_jax.train.trainer import Trainer, TrainSpec
 
 LORA = LoraConfig(rank=2, alpha=4.0)
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llama")
-    tiny_models.build("llama", directory)
-    return from_pretrained(str(directory), reward_head=True)
 
 
 def fresh(loaded, seed=0):

@@ -9,16 +9,8 @@ from jax.sharding import Mesh
 
 import tiny_models
 from w2s_jax.data.batches import bucket_lengths
-from w2s_jax.models.convert import from_pretrained
 from w2s_jax.objectives import SFT, RewardModel
 from w2s_jax.train.trainer import Trainer
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llama")
-    tiny_models.build("llama", directory)
-    return from_pretrained(str(directory), reward_head=True)
 
 
 def one_device_mesh():

@@ -23,6 +23,7 @@ from w2s_jax.atomic import write_atomic, write_json_atomic
 from w2s_jax.data import pairs as pairs_lib
 from w2s_jax.data.batches import bucket_lengths
 from w2s_jax.data.loading import hash_arrays, load_splits, load_tokenizer
+from w2s_jax.experiments.dry_run import BasesPending, DryRun
 from w2s_jax.experiments.metadata import run_metadata
 from w2s_jax.experiments.pretrain import DEMO_WORLD, base_plan, demo_world_bases, read_record
 from w2s_jax.experiments.spec import TrainedModelSpec
@@ -53,11 +54,7 @@ def parse_students(config) -> list[str]:
     return [s.strip() for s in config.students.split(",") if s.strip()]
 
 
-class BasesPending(Exception):
-    """A dry run reached a step that needs a demo-world base that is not pretrained yet."""
-
-
-class Experiment:
+class Experiment(DryRun):
     """Subclasses name themselves and declare their students once: `STUDENTS` maps a name of
     `config.students` to the role it has in results.json."""
 
@@ -291,55 +288,6 @@ class Experiment:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    # -- the dry run: what `run()` would train, by the same specs --------------------------------------------
-    def plan_seed(self, seed: int) -> list[dict]:
-        """The models `run_seed(seed)` would train, as `planned` entries."""
-        raise NotImplementedError
-
-    def planned(self, role: str, spec: TrainedModelSpec | None, splits: list[str], waits_for: str | None = None,
-                sft: TrainedModelSpec | None = None) -> dict:
-        """One model of the dry run: its fingerprint and whether a finished model with it is in the store, or
-        (`spec` None) what its fingerprint waits for."""
-        entry = {"role": role, "seed": self.seed, "splits": splits}
-        if spec is None:
-            reason = waits_for or f"the demo-world base(s) of {sorted(self.pending_bases)} (pretrained first)"
-            return {**entry, "fingerprint": None, "in_store": None, "waits_for": reason}
-        store = self.store(role, spec)
-        entry.update(fingerprint=store.fingerprint, in_store=store.complete, stage=spec.stage,
-                     checkpoint=os.path.relpath(store.directory, self.workdir))
-        if sft is not None:
-            entry["sft"] = {"fingerprint": sft.fingerprint, "in_store": self.store(f"{role}-sft", sft).complete}
-        return entry
-
-    def labels_on_file(self, file_stem: str, labeller: dict) -> dict | None:
-        """`seed<k>/<file_stem>_labels.json` when the labeller it names is the planned one (a dry run after that
-        labeller trained), else None."""
-        path = self.workdir / f"seed{self.seed}" / f"{file_stem}_labels.json"
-        try:
-            labels = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        return labels if labeller["fingerprint"] and labels.get("labeller_fingerprint") == labeller["fingerprint"] \
-            else None
-
-    def plan(self) -> dict:
-        """What `run()` would do, without training: the data, the bases, and per seed every model with its
-        fingerprint (the one `run()` computes, by the same code) and whether it is already in the store."""
-        self.dry_run = True
-        try:
-            self.setup()
-        except BasesPending:
-            pass
-        runs = []
-        for seed in self.seeds:
-            self.seed = seed
-            runs.append({"seed": seed, "models": self.plan_seed(seed)})
-        bases = {which: {"fingerprint": b["fingerprint"], "directory": str(b["directory"]), "exists": which in
-                         self.bases} for which, b in [*self.bases.items(), *self.pending_bases.items()]}
-        return {"experiment": self.config.experiment, "workdir": str(self.workdir),
-                "store_root": str(self.store_root), "data": data_summary(self.planned_splits), "bases": bases,
-                "runs": runs}
-
     # -- the run ---------------------------------------------------------------------------------------------
     def setup(self) -> int:
         """Everything the seeds share (splits, tokenizers, tokens); returns n_test."""
@@ -379,17 +327,3 @@ def with_report(workdir: Path, results: dict) -> dict:
         results["metrics"] = build_report(workdir)
     distributed.sync("report")
     return results
-
-
-def data_summary(splits: pairs_lib.PairSplits) -> dict:
-    """Per split: its size and the files it reads (with their sizes in bytes), or the generator that made it."""
-    out = {}
-    for name in ("gt", "weak", "test", "conflict"):
-        pairs = getattr(splits, name) or []
-        sources = sorted({p.source for p in pairs})
-        out[name] = {"n": len(pairs), "sources": [
-            {"path": src, "bytes": os.path.getsize(src)} if os.path.isfile(src) else {"path": src}
-            for src in sources[:20]]}
-        if len(sources) > 20:
-            out[name]["more_sources"] = len(sources) - 20
-    return out
