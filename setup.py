@@ -33,7 +33,7 @@ setup(
         "cuda12": ["jax[cuda12]>=0.7,<0.12"],
         # torch is only the PyTorch reference of the parity tests; the range admits the CPU
         # wheel 2.13.0 (see README for GPU hosts).
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch>=2.4,<=2.13.0", "gguf>=0.10,<1",
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "torch>=2.4,<=2.13.0", "gguf>=0.10,<1",
                  "peft>=0.21,<0.22", "accelerate>=1.0,<2"],  # peft: the LoRA adapter export test
         "gguf": ["gguf>=0.10,<1", "accelerate>=1.0,<2", "torch>=2.4,<=2.13.0"],
     },
