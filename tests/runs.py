@@ -27,16 +27,16 @@ def xla_flags(devices: int | None, flags: str = "") -> str:
 
 def cache_env() -> dict:
     """A persistent compilation cache for every program that took 0.3 s or more to compile (not the many tiny
-    programs of eager op-by-op execution); a size limit turns on its file
-    lock, so concurrent workers never read an entry half written."""
+    programs of eager op-by-op execution); a size limit turns on its file lock, so concurrent workers never read
+    an entry half written."""
     return {"JAX_COMPILATION_CACHE_DIR": str(CACHE), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 << 30)}
 
 
 def env(devices: int | None = None, **extra: str) -> dict:
-    """The environment of a subprocess: this one's, on CPU with `devices` fake devices (default one), fast compiles
-    and the session's cache, plus `extra`."""
-    out = {**os.environ, **cache_env(), "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
+    """The environment of a subprocess: this one's without a `W2S_FAULT` crash hook, on CPU with `devices` fake
+    devices (default one), fast compiles and the session's cache, plus `extra`."""
+    out = {**{k: v for k, v in os.environ.items() if k != "W2S_FAULT"}, **cache_env(), "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "XLA_FLAGS": xla_flags(devices, os.environ.get("XLA_FLAGS", ""))}
     return out | extra
 

@@ -39,9 +39,8 @@ def run_main(tmp_path, data_dir, *args, workdir=None, config=CONFIG, devices=1):
     defaults = {"--config.data.dir": str(data_dir), "--config.data.conflict_path": str(data_dir / "conflict.jsonl")}
     given = {a.split("=", 1)[0] for a in args}
     flags_ = [f"{k}={v}" for k, v in defaults.items() if k not in given]
-    env = runs.env(devices)
-    env.pop("W2S_FAULT", None)
-    proc = runs.main(f"--config={config}", f"--workdir={workdir}", *flags_, *args, env_=env, timeout=300)
+    proc = runs.main(f"--config={config}", f"--workdir={workdir}", *flags_, *args, env_=runs.env(devices),
+                     timeout=300)
     return proc, workdir
 
 

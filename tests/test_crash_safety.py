@@ -25,10 +25,7 @@ needs_data = pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()),
 
 
 def main(workdir, *args, fault=None):
-    env = runs.env()
-    env.pop("W2S_FAULT", None)
-    if fault:
-        env["W2S_FAULT"] = fault
+    env = runs.env(**({"W2S_FAULT": fault} if fault else {}))
     return runs.main(f"--config={CONFIG}", f"--workdir={workdir}", *args, env_=env)
 
 
