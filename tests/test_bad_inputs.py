@@ -1,7 +1,8 @@
 """A corpus of bad inputs (files in tests/bad_inputs/, config overrides, paths): each one stops
 `python -m w2s_jax.main` before any compute with a one-line message naming the cause (file:line:field for data
-rows), a non-zero exit, and nothing marked complete. Bad config values checked in-process are in
-test_config_errors.py; the ones here go through the real entry point."""
+rows), a non-zero exit, and nothing marked complete. The data-row cases run in-process through the experiment the
+entry point runs (two of them also through the entry point); bad config values checked in-process are in
+test_config_errors.py; the others here go through the real entry point."""
 import json
 import shutil
 from pathlib import Path
@@ -75,11 +76,38 @@ DATA_CASES = [
 ]
 
 
+def students_for(target: str) -> list[str]:
+    """The conflict set is read only for a student that trains on it."""
+    return ["--config.students=implicit"] if "conflict" in target else []
+
+
 @pytest.mark.parametrize("bad_file, target, expected", DATA_CASES, ids=[f"{c[0]}->{c[1]}" for c in DATA_CASES])
-def test_bad_data_row_stops_before_compute(bad_file, target, expected, data_dir, tmp_path):
+def test_bad_data_row_stops_the_experiment_before_compute(bad_file, target, expected, data_dir, tmp_path):
+    """Every row case in-process, through the experiment the entry point runs (the flag parsing and the exit
+    status are the entry point's own, checked below on two of these cases): the error the entry point prints."""
+    from w2s_jax.config_check import validate
+    from w2s_jax.configs import load_config_file
+    from w2s_jax.experiments import run
+    from w2s_jax.main import USER_ERRORS
+
     shutil.copyfile(BAD / bad_file, data_dir / target)
-    # the conflict set is read only for a student that trains on it
-    proc, workdir = run_main(tmp_path, data_dir, *(["--config.students=implicit"] if "conflict" in target else []))
+    c = load_config_file(str(ROOT / CONFIG))
+    c.data.dir, c.data.conflict_path = str(data_dir), str(data_dir / "conflict.jsonl")
+    if students_for(target):
+        c.students = "implicit"
+    workdir = tmp_path / "wd"
+    with pytest.raises(USER_ERRORS) as e:
+        run(c, workdir, validate(c, n_devices=1))
+    assert expected in " ".join(str(e.value).split()), str(e.value)  # the entry point prints it on one line
+    assert not (workdir / "results.json").exists() and not list(workdir.glob("models/*/ckpt/*"))
+    assert not any(json.loads(m.read_text())["status"] == "complete" for m in workdir.glob("models/*/model.json"))
+
+
+@pytest.mark.parametrize("bad_file, target, expected", [DATA_CASES[1], DATA_CASES[-1]],
+                         ids=[f"{c[0]}->{c[1]}" for c in (DATA_CASES[1], DATA_CASES[-1])])
+def test_bad_data_row_stops_the_entry_point_before_compute(bad_file, target, expected, data_dir, tmp_path):
+    shutil.copyfile(BAD / bad_file, data_dir / target)
+    proc, workdir = run_main(tmp_path, data_dir, *students_for(target))
     assert_stopped_cleanly(proc, workdir, expected)
 
 
