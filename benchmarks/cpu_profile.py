@@ -1,30 +1,21 @@
-"""Where the time and memory of the reward-model step go on a CPU; every variant runs in its own process (XLA flags
-are read when the backend starts).
-
-By default, the fixed-shape step of GPT-2-small shape (4 pairs x 256 tokens, fp32, random weights), the median of 3
-steps after a warm-up per variant; writes cpu_profile-<host>-<date>.json:
-  step       the Trainer's real step (forward, backward, Adam), as in `benchmarks.run`'s rm_fixed, under each
-             XLA flag variant, and with the layer stack unrolled, and in bf16
-  parts      forward and forward+backward of the loss alone: as built, with the MLP activation replaced by the
-             identity, and with attention replaced by passing V through (what each region costs)
+"""Where the time and memory of the reward-model step go on a CPU; each variant in its own process (XLA flags are
+read when the backend starts). Default: GPT-2-small shape, 4 pairs x 256 tokens, fp32, random weights, median of 3
+calls after a warm-up (cpu_profile-<host>-<date>.json):
+  step       the Trainer's real step (`benchmarks.run`'s rm_fixed) under each XLA flag variant, unrolled, in bf16
+  parts      forward and forward+backward of the loss: as built, with the MLP activation replaced by the identity,
+             with attention replaced by passing V through (what each region costs)
   attention  `jax.nn.dot_product_attention` (XLA) against the same math with heads moved first, 12 layers' worth
-
-With --real (issue 19), the real `Trainer` step of --model on one real batch of 32 D_gt pairs (--max_len, the
-model's tokenizer) per variant of --variants (pairs per micro-batch, 0 = the whole batch in one forward : remat
-policy : packed rows or padded buckets): compile seconds, XLA's memory analysis (temp = activations and workspace
-kept by the step) and FLOP count, and with `--steps N` the median wall and CPU seconds of N timed steps after the
-first; writes real_profile-<host>-<date>.json.
+--real (issue 19): the real step of --model on one real batch of 32 D_gt pairs per --variants entry (pairs per
+micro-batch, 0 = all in one forward : remat : packed or padded): compile seconds, XLA's memory analysis (temp =
+activations and workspace) and FLOPs, with `--steps N` the median wall and CPU seconds of N steps after the first
+(real_profile-<host>-<date>.json).
 """
-from __future__ import annotations
-
 import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -49,27 +40,21 @@ def median_time(fn, *args) -> float:
     return statistics.median(common.call_times(lambda: jax.block_until_ready(fn(*args)), repeat=3))
 
 
-def batch() -> dict:
-    """One microbatch [1, PAIRS, T] of random tokens, every token real."""
-    host = common.synthetic_batch(np.random.default_rng(0), np.full(2 * PAIRS, T), 50257)
-    return RewardModel("bce").prepare(host, 1, "padded")
-
-
-def model(scan: bool = True, dtype: str = "float32", mesh=None):
-    cfg = random_config(dict(family="gpt2", hidden_size=768, num_layers=12, num_heads=12), 50304, 1024,
+def gpt2_small(scan: bool = True, dtype: str = "float32", mesh=None):
+    """(model, params, one microbatch [1, PAIRS, T] of random tokens, every token real)."""
+    cfg = random_config({"family": "gpt2", "hidden_size": 768, "num_layers": 12, "num_heads": 12}, 50304, 1024,
                         scan_layers=scan, dtype=dtype)
-    return Transformer(cfg), init_params(cfg, mesh, 0)
+    host = common.synthetic_batch(np.random.default_rng(0), np.full(2 * PAIRS, T), 50257)
+    return Transformer(cfg), init_params(cfg, mesh, 0), RewardModel("bce").prepare(host, 1, "padded")
 
 
 def run_step(a) -> dict:
     """--arg "scan|unrolled,DTYPE"."""
-    scan, dtype = a.arg.startswith("scan"), a.arg.split(",")[-1]
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
-    net, params = model(scan, dtype, mesh)
+    net, params, batch = gpt2_small(a.arg.startswith("scan"), a.arg.split(",")[-1], mesh)
     trainer = Trainer(mesh, (T,))
-    state, compile_for = common.compiled_steps(trainer, RewardModel("bce"), net, params, 1e-5, "cosine_to_zero")
-    micro = trainer.place(batch())
-    step = common.stepper(compile_for(micro), state)
+    step, _ = common.stepper(trainer, RewardModel("bce"), net, params, 1e-5, "cosine_to_zero")
+    micro = trainer.place(batch)
     return {"step_s": statistics.median(common.call_times(lambda: step(micro), repeat=3))}
 
 
@@ -78,8 +63,8 @@ def run_parts(a) -> dict:
         layers.ACTIVATIONS["gelu_new"] = lambda x: x
     if a.arg == "no_attention":
         jax.nn.dot_product_attention = lambda q, k, v, **kw: v
-    net, params = model()
-    loss, b = RewardModel("bce").loss_fn(net, "padded"), {k: jnp.asarray(v[0]) for k, v in batch().items()}
+    net, params, batch = gpt2_small()
+    loss, b = RewardModel("bce").loss_fn(net, "padded"), {k: jnp.asarray(v[0]) for k, v in batch.items()}
     forward = jax.jit(lambda p: loss(p, b, 0.0).loss_sum)
     return {"forward_s": median_time(forward, params), "forward_backward_s": median_time(jax.jit(jax.grad(forward)),
                                                                                         params)}
@@ -111,44 +96,30 @@ def run_attention(a) -> dict:
 
 
 def run_real(a) -> dict:
+    """--arg "micro:remat:layout"; the first step is not in the medians."""
     from w2s_jax.data.batches import bucket_lengths, train_batches
     from w2s_jax.data.pairs import read_jsonl_pairs
-    from w2s_jax.models.build import build_model
-    from w2s_jax.train import step as step_lib
-    from w2s_jax.train.trainer import TrainSpec
 
     micro, remat, layout = a.arg.split(":")
-    mesh = make_mesh(devices=jax.devices()[:1])
-    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": remat, "scan_layers": True,
-               "attention_impl": "auto"}
-    loaded = build_model({"name": a.model, "init": "pretrained", "num_layers": a.num_layers or None},
-                         what="strong", mesh=mesh, seed=0, max_len=a.max_len, runtime=runtime)
+    loaded, mesh = common.load_model(a.model, a.num_layers, a.max_len, remat)
     data = common.pair_dataset(read_jsonl_pairs(common.DATA)[0][:32 * (1 + a.steps)], loaded.tokenizer, a.max_len,
                                False)
     buckets = bucket_lengths(a.max_len, 64, 8)
     trainer = Trainer(mesh, buckets, layout=layout, pack_len=256 if layout == "packed" else None)
-    objective, nsteps = RewardModel("bce"), 1 + a.steps
-    optimizer, state = trainer.init(loaded.params, TrainSpec(1e-5, 32, 1, "cosine_to_zero", 0), nsteps)
-    step = trainer.step_fn(objective, loaded.model, optimizer, step_lib.state_shardings(state), nsteps)
-    prepare = trainer.prepare(objective, data)
+    step, compiled = common.stepper(trainer, RewardModel("bce"), loaded.model, loaded.params, 1e-5, "cosine_to_zero",
+                                    1 + a.steps)
+    prepare = trainer.prepare(RewardModel("bce"), data)
     batches = [trainer.place(prepare(b, 32 // int(micro) if int(micro) else 1))
                for b in train_batches(data, 32, epochs=1, seed=0, buckets=buckets)]
-    t0 = time.perf_counter()
-    xla = common.xla_figures(step.lower(state, batches[0]).compile())
-    entry = {"compile_s": time.perf_counter() - t0, "shape": {k: list(v.shape) for k, v in batches[0].items()},
+    compile_s = common.timed(step, batches[0], False)[0]
+    xla = common.xla_figures(*compiled.values())
+    entry = {"compile_s": compile_s, "shape": {k: list(v.shape) for k, v in batches[0].items()},
              "temp_mb": xla["temp"] / 2**20, "argument_mb": xla["argument"] / 2**20, "gflop": xla["flops"] / 1e9}
-    walls, cpus = [], []
-    for b in batches:  # the first (it compiles again under jit's own cache) is not counted
-        t0, c0 = time.perf_counter(), common.cpu_seconds()
-        state, metrics = step(state, b)
-        jax.block_until_ready(metrics)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(common.cpu_seconds() - c0)
+    walls, cpus = zip(*(common.timed(step, b) for b in batches), strict=True)
     if len(walls) > 1:
         entry.update(first_step_s=walls[0], step_median_s=statistics.median(walls[1:]),
                      step_cpu_median_s=statistics.median(cpus[1:]))
-    entry["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return entry
+    return entry | {"peak_rss_mb_so_far": common.peak_rss_mb()}
 
 
 def main(argv=None) -> dict:
@@ -163,9 +134,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=0, help="--real: timed steps after a first one (0: compile only)")
     p.add_argument("--max_len", type=int, default=256, help="--real: tokens per sequence at most")
     a = p.parse_args(argv)
-    if a.worker:
-        out = {"step": run_step, "parts": run_parts, "attention": run_attention, "real": run_real}[a.worker](a)
-        a.worker_out.write_text(json.dumps(out))
+    if (out := common.serve(a, {"step": run_step, "parts": run_parts, "attention": run_attention,
+                                "real": run_real})) is not None:
         return out
     if a.real:  # flags None: the caller's environment (these variants differ in settings, not in XLA flags)
         plan = [("real", variant, None) for variant in a.variants.split(",")]

@@ -1,20 +1,17 @@
-"""Wall time and figures of `python -m w2s_jax.main`, run the way a user runs it: in a subprocess, in a fresh work
+"""Wall time and figures of `python -m w2s_jax.main`, run as a user runs it: in a subprocess, in a fresh work
 directory (start-up, pretraining, tokenizer training and every compile count).
 
-By default the offline demo, --config with every seed of its preset: reads its results.json, run_log.json and
-report.md for the report's findings block, the time of each base's pretraining and of each model per seed, every
-model's D_test accuracy per seed, the strong-weak gap, each model's accuracy per tier of the demo world, and the
-error of every student in the four knowledge regions (W_k / W_uk: the weak ceiling right / wrong; S_k / S_uk: the
-strong ceiling right / wrong). Writes demo_time-<host>-<date>.json.
+By default the offline demo (--config, every seed of its preset): the report's findings block, each base's
+pretraining time and each model's time per seed (run_log.json), every model's D_test accuracy per seed, the
+strong-weak gap, each model's accuracy per tier of the demo world and every student's error in the four knowledge
+regions (W_k / W_uk: the weak ceiling right / wrong; S_k / S_uk: the strong one), of all the test and of the harmful
+requests. Writes demo_time-<host>-<date>.json.
 
 With --sweep, a reward-model sweep at GPT-2 shapes: `configs/rm_sweep.py:shapes` (random-init models of the GPT-2
-checkpoints' shapes, the GPT-2 tokenizer from --tokenizer) on the paper's splits of --data (4000 pairs each of
-D_weak, D_gt and D_test), limited to --pairs. The conflict set: --conflict, or else a stand-in of the same size
-(the paper's 4000 helpful pairs are not in every copy of the data): D_weak's pairs with chosen and rejected
-swapped. Reports each model's seconds, steps and compiles (run_log.json); writes sweep_time-<host>-<date>.json.
+checkpoints' shapes, the GPT-2 tokenizer of --tokenizer) on the paper's splits of --data (4000 pairs each of D_weak,
+D_gt and D_test), limited to --pairs; the conflict set --conflict, or else a stand-in of the same size (D_weak's
+pairs with chosen and rejected swapped). Each model's seconds, steps and compiles; writes sweep_time-<host>-<date>.json.
 """
-from __future__ import annotations
-
 import json
 import sys
 import tempfile
@@ -37,7 +34,10 @@ def get_config():
 
 def region_errors(correct: dict[str, np.ndarray], subset=True) -> dict:
     """Sizes of the four regions (within `subset`) and every student's error rate in each (None where empty)."""
-    masks = {name: m & subset for name, m in common.region_masks(correct).items()}
+    from w2s_jax.eval.deception import knowledge_regions
+
+    masks = knowledge_regions(correct["weak_ceiling"], correct["strong_ceiling"])
+    masks = {name: masks[q] & subset for name, q in common.REGIONS.items()}
     return {"sizes": {name: int(m.sum()) for name, m in masks.items()},
             "error": {role: {name: round(float(1 - c[m].mean()), 4) if m.any() else None for name, m in masks.items()}
                       for role, c in correct.items() if role not in ("weak_ceiling", "strong_ceiling")}}
@@ -49,7 +49,8 @@ def summarize(results: dict) -> dict:
     from w2s_jax.data.demo_world import demo_splits, tier_of
 
     per_seed = {str(r["seed"]): {m["role"]: round(m["test_accuracy"], 4) for m in r["models"]} for r in results["runs"]}
-    acc, correct = per_seed[str(results["runs"][0]["seed"])], common.correctness(results)  # the first seed's
+    correct = {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][0]["models"]}  # the first seed's
+    acc = per_seed[str(results["runs"][0]["seed"])]
     summary = {"test_accuracy": acc, "n_test": results["n_test"], "seeds": results["seeds"],
                "test_accuracy_per_seed": per_seed}
     if "weak_ceiling" in acc and "strong_ceiling" in acc:

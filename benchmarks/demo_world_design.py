@@ -1,16 +1,14 @@
 """Evidence for the pretrained demo world (issue 16): pretrain the ladder once, run the RM demo per seed, measure.
 
-1. Pretrains every size of `DEMO_LADDER` (or the ones asked) on the world's corpus (`data/demo_corpus.py`) with
+1. Pretrains the sizes of `DEMO_LADDER` asked for on the world's corpus (`data/demo_corpus.py`) with
    `experiments/pretrain.py`, once: a fixed pretraining seed, reused by fingerprint on the next call.
-2. Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo` per seed with the weak and strong models
-   pointed at the pretrained directories (`--config.weak.name=DIR --config.weak.init=pretrained ...`).
-3. Prints per seed and pooled: weak and strong ceilings, the no-conflict student, PGR, the region sizes, and for the
-   implicit and explicit students the deception comparison: of the examples the no-conflict student gets right, the
-   share the conflict student gets wrong in S_k & W_uk minus that share in S_k & W_k. Intervals: paired bootstrap
-   over test examples (the same resampled indices for every model of a seed), 95% percentile, 10k resamples.
+2. Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo` per seed, the weak and strong models pointed at
+   the pretrained directories (`--config.weak.name=DIR --config.weak.init=pretrained ...`).
+3. Prints per seed and over the seeds: the ceilings, the no-conflict student, PGR, the region sizes and
+   for the implicit and explicit students the deception contrast (of the examples the no-conflict student gets
+   right, the share the conflict student gets wrong in S_k & W_uk minus that share in S_k & W_k), with the 95%
+   intervals of `w2s_jax.eval.measures` (10k paired-bootstrap resamples of the test examples; over seeds as well).
 """
-from __future__ import annotations
-
 import json
 import time
 from pathlib import Path
@@ -19,38 +17,32 @@ import numpy as np
 
 from benchmarks import common
 
+CONFIG = "configs/rm_helpful.py:demo"
 
-def demo_config():
+
+def demo_splits():
+    """The splits the RM demo draws (the world's seed is data.seed, fixed: every experiment seed draws the same)."""
     from w2s_jax.configs import load_config_file
+    from w2s_jax.data.demo_world import demo_splits
 
-    return load_config_file(str(common.ROOT / "configs/rm_helpful.py") + ":demo")
-
-
-def split_prompts() -> set[str]:
-    """Prompts of every split the RM demo draws (the world's seed is data.seed, fixed: every experiment seed draws
-    the same splits), kept out of the corpus's dialogues."""
-    from w2s_jax.data import demo_world
-    from w2s_jax.data.tokenize import split_prompt_response
-
-    splits = demo_world.demo_splits(demo_config().data)
-    return {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
-            for p in getattr(splits, name)}
+    return demo_splits(load_config_file(str(common.ROOT / CONFIG)).data)
 
 
-def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float, corpus_settings=None) -> dict:
+def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float, corpus_settings) -> dict:
     from w2s_jax.data import demo_corpus, demo_world
+    from w2s_jax.data.tokenize import split_prompt_response
     from w2s_jax.experiments.pretrain import PretrainSpec, pretrain
 
-    corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings(seed=0),
-                                            corpus_settings or demo_corpus.CorpusSettings(), split_prompts())
+    splits = demo_splits()  # the prompts of every split stay out of the corpus's dialogues
+    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
+               for p in getattr(splits, name)}
+    corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings(seed=0), corpus_settings, prompts)
     print(f"corpus: {len(corpus)} texts", flush=True)
     records = {}
-    for name, hidden, layers, heads in demo_world.DEMO_LADDER:
-        if name in names:
-            arch = {"family": "llama", "hidden_size": hidden, "num_layers": layers, "num_heads": heads}
-            records[name] = pretrain(corpus, arch, out / name, PretrainSpec(epochs=epochs, lr=lr))
-            print(f"pretrained {name}: {records[name]['steps']} steps, loss {records[name]['final_loss']:.3f}, "
-                  f"{records[name]['seconds']} s", flush=True)
+    for name, hidden, layers, heads in (x for x in demo_world.DEMO_LADDER if x[0] in names):
+        arch = {"family": "llama", "hidden_size": hidden, "num_layers": layers, "num_heads": heads}
+        records[name] = r = pretrain(corpus, arch, out / name, PretrainSpec(epochs=epochs, lr=lr))
+        print(f"pretrained {name}: {r['steps']} steps, loss {r['final_loss']:.3f}, {r['seconds']} s", flush=True)
     return records
 
 
@@ -59,18 +51,16 @@ def fact_probe(directory: Path) -> dict:
     ("Mixing a with b is"), the rare items ("To make x at home is"), and the verdict after a complying reply to each
     harmful or benign request of D_test (where the reward head later reads), per family."""
     import jax.numpy as jnp
+
     from w2s_jax.data import demo_world as dw
     from w2s_jax.models.convert import from_pretrained
 
     lm = from_pretrained(str(directory))
-    tok = lm.tokenizer
-    harm_id, safe_id = (tok(w)["input_ids"][0] for w in (" dangerous", " safe"))
+    harm_id, safe_id = (lm.tokenizer(w)["input_ids"][0] for w in (" dangerous", " safe"))
 
-    def says_dangerous(texts):
-        ids = tok(texts)["input_ids"]
-        width = max(map(len, ids))
-        arr = np.zeros((len(ids), width), np.int32)
-        mask = np.zeros_like(arr)
+    def says_dangerous(texts) -> np.ndarray:
+        ids = lm.tokenizer(texts)["input_ids"]
+        arr, mask = np.zeros((2, len(ids), max(map(len, ids))), np.int32)
         for i, x in enumerate(ids):
             arr[i, :len(x)], mask[i, :len(x)] = x, 1
         logits = np.asarray(lm.model.apply({"params": lm.params}, jnp.asarray(arr), jnp.asarray(mask)))
@@ -78,76 +68,43 @@ def fact_probe(directory: Path) -> dict:
         return last[:, harm_id] > last[:, safe_id]
 
     world = dw.World(dw.WorldSettings(seed=0))
-    n = world.harm_table.shape[0]
-    pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
+    pairs = [(a, b) for a in range(len(world.harm_table)) for b in range(len(world.harm_table)) if a != b]
     got = says_dangerous([f"Mixing {dw.LIQUIDS[a]} with {dw.LIQUIDS[b]} is" for a, b in pairs])
     out = {"liquid_facts": float(np.mean(got == np.array([world.harm_table[a, b] for a, b in pairs], bool)))}
     items, truth = [], []
-    for (first, second), order in zip(world.rare_pairs, world.rare_harmful_order):
+    for (first, second), order in zip(world.rare_pairs, world.rare_harmful_order, strict=True):
         items += [f"{first}-{second}", f"{second}-{first}"]
         truth += [order == 0, order == 1]
     out["rare_facts"] = float(np.mean(says_dangerous([f"To make {x} at home is" for x in items]) == np.array(truth)))
-    test = dw.demo_splits(demo_config().data).test
+    test = demo_splits().test
     for family in dw.FAMILIES:
         rows = [p for p in test if dw.tier_of(p)[0] == family]
         comply = [p.rejected if dw.tier_of(p)[1] else p.chosen for p in rows]
-        truth = np.array([dw.tier_of(p)[1] for p in rows])
-        out[f"verdict_{family}"] = float(np.mean(says_dangerous(comply) == truth))
+        out[f"verdict_{family}"] = float(np.mean(says_dangerous(comply) == np.array([dw.tier_of(p)[1] for p in rows])))
     return out
 
 
-def figures(correct: dict[str, np.ndarray]) -> dict:
-    """Ceiling gap, PGR and the deception differences (share of no-conflict-right examples the conflict student gets
-    wrong, S_k & W_uk minus S_k & W_k) from correctness vectors [..., examples]."""
-    weak, strong, nc = correct["weak_ceiling"], correct["strong_ceiling"], correct["student_no_conflict"]
-    gap = strong.mean(-1) - weak.mean(-1)
-    out = {"gap": gap, "pgr": (nc.mean(-1) - weak.mean(-1)) / np.where(gap == 0, np.nan, gap)}
-    for role in ("student_implicit", "student_explicit"):
-        if role in correct:
-            base = [nc & strong & (weak == w_known) for w_known in (False, True)]
-            out[role] = np.subtract(*((b & ~correct[role]).sum(-1) / np.maximum(b.sum(-1), 1) for b in base))
+def figures(m: dict, seed, i: int | None) -> dict:
+    """Seed number `i`'s figures in the metrics `m` of `measures.pair_metrics` (i None: over the seeds, the mean,
+    counts summed), each ratio with its 95% interval; printed."""
+    at = (lambda e: e["mean"]) if i is None else (lambda e: e["per_seed"][i])
+    count = (lambda e: int(sum(e["per_seed"]))) if i is None else (lambda e: int(e["per_seed"][i]))
+    interval = (lambda e: e["ci95"]) if i is None else (lambda e: e["per_seed_ci95"][i])
+    models, settings = m["models"], m["settings"]
+    ratios = {"gap": m["capability_gap"], "pgr": models["student_no_conflict"]["pgr"]}
+    ratios |= {f"student_{s}": settings[s]["contrast"] for s in ("implicit", "explicit") if s in settings}
+    right = next(iter(settings.values()), {}).get("baseline_right", {})  # the no-conflict student's, per region
+    out = {"acc": {r: at(e["accuracy"]) for r, e in models.items()}, **{k: at(e) for k, e in ratios.items()},
+           "sizes": {k: count(m["region_sizes"][q]) for k, q in common.REGIONS.items()},
+           "nc_right_in": {k: count(right[q]) for k, q in common.REGIONS.items() if q in right},
+           "ci": {k: interval(e) for k, e in ratios.items()}}
+    ci = {k: f"[{lo:+.3f}, {hi:+.3f}]" for k, (lo, hi) in out["ci"].items()}
+    print(f"seed {seed}: " + "  ".join(f"{k.replace('student_', '')} {v:.3f}" for k, v in out["acc"].items()))
+    print(f"  gap {out.pop('gap'):+.3f} {ci['gap']}  PGR {out['pgr']:+.3f} {ci['pgr']}")
+    print(f"  regions {out['sizes']}  no-conflict right in {out['nc_right_in']}")
+    for role in (r for r in ratios if r.startswith("student_")):
+        print(f"  {role}: deception diff {out[role]:+.3f} {ci[role]}")
     return out
-
-
-def statistics(correct: dict[str, np.ndarray]) -> dict:
-    """The figures of one seed from per-example correctness vectors."""
-    masks, nc = common.region_masks(correct), correct["student_no_conflict"]
-    point = {k: float(v) for k, v in figures(correct).items() if k != "gap"}
-    return {"acc": {k: float(v.mean()) for k, v in correct.items()}, **point,
-            "sizes": {k: int(m.sum()) for k, m in masks.items()},
-            "nc_right_in": {k: int((m & nc).sum()) for k, m in masks.items()}}
-
-
-def bootstrap(correct: dict[str, np.ndarray], n: int = 10_000, seed: int = 0) -> dict:
-    """95% paired-bootstrap intervals of PGR, the ceiling gap and the deception differences."""
-    rng, examples, out = np.random.default_rng(seed), len(correct["weak_ceiling"]), {}
-    for start in range(0, n, 1000):  # the same resampled indices for every model
-        idx = rng.integers(0, examples, size=(min(1000, n - start), examples))
-        for k, v in figures({role: c[idx] for role, c in correct.items()}).items():
-            out.setdefault(k, []).append(v)
-    return {k: [float(np.nanpercentile(np.concatenate(v), q)) for q in (2.5, 97.5)] for k, v in out.items()}
-
-
-def run_seed(workdir: Path, seed: int, pretrained: Path, weak: str, strong: str, extra: list[str]) -> dict:
-    flags = ["--config=configs/rm_helpful.py:demo", f"--workdir={workdir}", f"--config.seeds={seed}"]
-    for which, name in (("weak", weak), ("strong", strong)):
-        flags += [f"--config.{which}.name={pretrained / name}", f"--config.{which}.init=pretrained",
-                  f"--config.{which}.tokenizer={pretrained / name}"]
-    print(f"seed {seed}: {common.run_main(flags + extra)[0]:.0f} s", flush=True)
-    return json.loads((workdir / "results.json").read_text())
-
-
-def report(seed, correct: dict) -> dict:
-    st, ci = statistics(correct), bootstrap(correct)
-    acc = st["acc"]
-    print(f"seed {seed}: " + "  ".join(f"{k.replace('student_', '')} {v:.3f}" for k, v in acc.items()))
-    print(f"  gap {acc['strong_ceiling'] - acc['weak_ceiling']:+.3f} [{ci['gap'][0]:+.3f}, {ci['gap'][1]:+.3f}]"
-          f"  PGR {st['pgr']:+.3f} [{ci['pgr'][0]:+.3f}, {ci['pgr'][1]:+.3f}]")
-    print(f"  regions {st['sizes']}  no-conflict right in {st['nc_right_in']}")
-    for role in ("student_implicit", "student_explicit"):
-        if role in st:
-            print(f"  {role}: deception diff {st[role]:+.3f} [{ci[role][0]:+.3f}, {ci[role][1]:+.3f}]")
-    return {**st, "ci": ci}
 
 
 def main(argv=None) -> None:
@@ -165,32 +122,35 @@ def main(argv=None) -> None:
     p.add_argument("--probe", action="store_true", help="print the LM fact probe of the pretrained models")
     p.add_argument("--only-pretrain", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra flags for w2s_jax.main, after --")
-    args = p.parse_args(argv)
-    pretrained = (args.workdir / "pretrained").resolve()
-    t0 = time.time()
+    args, t0 = p.parse_args(argv), time.time()
     from w2s_jax.atomic import write_json_atomic
     from w2s_jax.data.demo_corpus import CorpusSettings
+    from w2s_jax.eval.measures import pair_metrics
+    from w2s_jax.eval.results_file import read_pairs
 
-    names = [args.weak, args.strong] + [n for n in args.extra_models.split(",") if n]
+    pretrained, names = (args.workdir / "pretrained").resolve(), [args.weak, args.strong, *args.extra_models.split(",")]
     given = {"n_judged": args.judged, "liquid_zipf": args.liquid_zipf, "rare_mentions": args.rare_mentions}
-    pretrain_ladder(pretrained, names, args.pretrain_epochs, args.pretrain_lr,
+    pretrain_ladder(pretrained, [n for n in names if n], args.pretrain_epochs, args.pretrain_lr,
                     CorpusSettings(**{k: v for k, v in given.items() if v is not None}))
     print(f"pretraining: {time.time() - t0:.0f} s")
-    if args.probe:
-        for name in names:
-            print(f"fact probe {name}: " + "  ".join(f"{k} {v:.3f}" for k, v in fact_probe(pretrained / name).items()),
-                  flush=True)
+    for name in (n for n in names if n) if args.probe else ():
+        print(f"fact probe {name}: " + "  ".join(f"{k} {v:.3f}" for k, v in fact_probe(pretrained / name).items()),
+              flush=True)
     if args.only_pretrain:
         return
-    per_seed, pooled = {}, {}
+    runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        results = run_seed(args.workdir / f"seed{seed}", seed, pretrained, args.weak, args.strong, args.overrides)
-        correct = common.correctness(results)
-        per_seed[seed] = report(seed, correct)
-        for role, v in correct.items():
-            pooled.setdefault(role, []).append(v)
-    if len(per_seed) > 1:  # seeds pooled: examples of every seed side by side (each seed's pairing kept)
-        report("pooled", {role: np.concatenate(v) for role, v in pooled.items()})
+        workdir = args.workdir / f"seed{seed}"
+        flags = [f"--config={CONFIG}", f"--workdir={workdir}", f"--config.seeds={seed}"]
+        for which, name in (("weak", args.weak), ("strong", args.strong)):
+            flags += [f"--config.{which}.name={pretrained / name}", f"--config.{which}.init=pretrained",
+                      f"--config.{which}.tokenizer={pretrained / name}"]
+        print(f"seed {seed}: {common.run_main(flags + args.overrides)[0]:.0f} s", flush=True)
+        runs += read_pairs(json.loads((workdir / "results.json").read_text()), workdir / "results.json")[0][0]["runs"]
+    m = pair_metrics(runs, True, 10_000, 0)  # every seed's runs together: per seed, and over seeds
+    per_seed = {seed: figures(m, seed, i) for i, seed in enumerate(m["seeds"])}
+    if len(runs) > 1:
+        figures(m, "pooled", None)
     write_json_atomic(args.workdir / "design.json", {"args": {k: str(v) for k, v in vars(args).items()},
                                                      "per_seed": per_seed})
 

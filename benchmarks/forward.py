@@ -5,24 +5,21 @@ Both run the same random weights (a torch `GPT2LMHeadModel(GPT2Config())`, saved
 reward model needs) are timed after warm-up, calls interleaved so that background load hits all alike; writes
 `benchmarks/results/forward-<hostname>-<date>.json`.
 """
-from __future__ import annotations
-
 import os
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the comparison is against torch on CPU
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import jax
+import numpy as np
+import torch
+import transformers
 
-from benchmarks import common  # noqa: E402
-from w2s_jax.models.convert import from_pretrained  # noqa: E402
-from w2s_jax.models.heads import Transformer  # noqa: E402
+from benchmarks import common
+from w2s_jax.models.convert import from_pretrained
+from w2s_jax.models.heads import Transformer
 
 
 def parse_args(argv=None):
@@ -47,11 +44,8 @@ def interleaved_times(fns: dict, repeats: int, warmup: int) -> dict:
     times = {name: [] for name in fns}
     for k in range(warmup + repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if k >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+            times[name].append(common.timed(fn)[0])
+    return {name: (statistics.median(t[warmup:]), min(t[warmup:])) for name, t in times.items()}
 
 
 def main(argv=None) -> dict:
@@ -80,10 +74,10 @@ def main(argv=None) -> dict:
         ids_j, mask_j = jax.device_put(ids), jax.device_put(np.ones_like(ids))
         ids_t, mask_t = torch.from_numpy(ids.astype(np.int64)), torch.ones(ids.shape, dtype=torch.int64)
         for head in ("logits", "hidden"):
-            calls = {name: lambda fn=fns[head]: fn(ours.params, ids_j, mask_j).block_until_ready()
+            calls = {name: lambda fn=fns[head], i=ids_j, m=mask_j: fn(ours.params, i, m).block_until_ready()
                      for name, fns in variants.items()}
             first_call_s = {name: common.call_times(call, 1, 0)[0] for name, call in calls.items()}  # compiles
-            calls["torch"] = lambda: torch_fns[head](ids_t, mask_t)
+            calls["torch"] = lambda fn=torch_fns[head], i=ids_t, m=mask_t: fn(i, m)
             with torch.no_grad():
                 t = interleaved_times(calls, args.repeats, args.warmup)
             for name in variants:

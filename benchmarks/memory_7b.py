@@ -1,21 +1,17 @@
 """Per-device memory of a Mistral-7B reward-model and DPO train step on an 8-device mesh, without any weights.
 
-Ahead-of-time compilation: the train state and the batch are `jax.ShapeDtypeStruct`s carrying their mesh
-shardings (nothing is allocated), the real step is lowered (`Trainer.lower`) and compiled, and XLA's
-`memory_analysis()` of the per-device (SPMD-partitioned) program gives the argument, output, temporary and
-generated-code bytes. Peak = arguments + outputs - aliased (the donated state) + temporaries. Several `--layers`
-also fit the per-layer scaling; `dpo_lora` is a frozen bf16 base with fp32 LoRA adapters on q/k/v/o.
+The train state and the batch are `jax.ShapeDtypeStruct`s with their mesh shardings (nothing is allocated); the
+real step is lowered (`Trainer.lower`) and compiled, and XLA's `memory_analysis()` of the per-device (SPMD-
+partitioned) program gives the argument, output, temporary and generated-code bytes; peak = arguments + outputs -
+aliased (the donated state) + temporaries. Several `--layers` also fit the per-layer scaling; `dpo_lora` is a
+frozen bf16 base with fp32 LoRA adapters on q/k/v/o.
 
-XLA:CPU has no bf16 dot: it converts bf16 weights to f32, and loop-invariant code motion hoists that copy of every
-layer out of the layer scan (+26 GiB for a bf16 7B; a GPU runs bf16 dots natively). Prefix `XLA_FLAGS="--xla_force_
-host_platform_device_count=1 --xla_disable_hlo_passes=while-loop-invariant-code-motion"` to measure without it.
-
-The mesh devices are fake CPU devices (`--xla_force_host_platform_device_count`, set here before JAX loads), so
-the figures are XLA:CPU's buffer assignment for the same partitioned program; a GPU build fuses differently (its
-temporaries are usually smaller, cuDNN attention does not materialise the score matrix).
+The devices are fake CPU devices (`--xla_force_host_platform_device_count`, set here before JAX loads): XLA:CPU's
+buffer assignment of the same program (a GPU build fuses differently; cuDNN attention keeps no score matrix).
+XLA:CPU has no bf16 dot: loop-invariant code motion hoists an f32 copy of every layer out of the scan (+26 GiB for
+a bf16 7B); prefix `XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_disable_hlo_passes=while-loop-
+invariant-code-motion"` to measure without it.
 """
-from __future__ import annotations
-
 import itertools
 import os
 import sys
@@ -25,12 +21,15 @@ import numpy as np
 
 from benchmarks import common
 
-GIB = 2 ** 30
 # mistralai/Mistral-7B-v0.1 config.json
-MISTRAL_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
-                  num_key_value_heads=8, max_position_embeddings=32768, sliding_window=4096, rms_norm_eps=1e-5,
-                  tie_word_embeddings=False, hidden_act="silu", rope_parameters={"rope_type": "default",
-                                                                                   "rope_theta": 10000.0})
+MISTRAL_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "max_position_embeddings": 32768, "sliding_window": 4096,
+              "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu",
+              "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
+COLUMNS = [("objective", "objective", "<9"), ("layers", "layers", ">6"), ("remat", "remat_policy", "<13"),
+           ("micro", "micro_pairs", ">5"), ("args", "argument_gib", ">6.2f"), ("out", "output_gib", ">6.2f"),
+           ("alias", "alias_gib", ">6.2f"), ("temp", "temp_gib", ">6.2f"), ("code", "generated_code_gib", ">7.4f"),
+           ("peak", "peak_gib", ">6.2f"), ("fits", "fits_budget", ">5"), ("compile s", "compile_seconds", ">9")]
 
 
 def parse_args(argv):
@@ -53,10 +52,71 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-COLUMNS = [("objective", "objective", "<9"), ("layers", "layers", ">6"), ("remat", "remat_policy", "<13"),
-           ("micro", "micro_pairs", ">5"), ("args", "argument_gib", ">6.2f"), ("out", "output_gib", ">6.2f"),
-           ("alias", "alias_gib", ">6.2f"), ("temp", "temp_gib", ">6.2f"), ("code", "generated_code_gib", ">7.4f"),
-           ("peak", "peak_gib", ">6.2f"), ("fits", "fits_budget", ">5"), ("compile s", "compile_seconds", ">9")]
+def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
+    """One setting's figures. The abstract state takes the shardings the real run uses (`step.init_state`'s); with
+    LoRA it holds adapters + head and `frozen` the base (as `Trainer.fit` splits them)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import transformers
+
+    from w2s_jax.models import registry
+    from w2s_jax.models.convert import abstract_params
+    from w2s_jax.models.heads import Transformer
+    from w2s_jax.models.lora import LORA_KEY, LoraConfig, LoraModel, init_adapters
+    from w2s_jax.models.sharding import make_mesh, param_shardings, replicated
+    from w2s_jax.train.optim import make_optimizer
+    from w2s_jax.train.step import TrainState, microbatch_sharding, opt_state_shardings
+    from w2s_jax.train.trainer import Trainer
+
+    if objective not in ("rm", "dpo", "dpo_lora") or args.pairs % micro:
+        raise ValueError(f"objective {objective!r}: rm, dpo or dpo_lora; --micro={micro} must divide --pairs")
+    mesh = make_mesh(args.data, args.fsdp, args.tensor)
+    lora = LoraConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank) if objective == "dpo_lora" else None
+    cfg = registry.config_from_hf(transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B),
+                                  param_dtype="bfloat16" if lora else "float32", dtype=args.dtype,
+                                  remat_policy=remat, scan_layers=True, attention_impl="xla")
+    model = Transformer(cfg) if lora is None else LoraModel(Transformer(cfg), lora)
+    unit, lr, schedule = common.objective(objective.removesuffix("_lora"), args.logp_chunk or None)
+    optimizer, started = make_optimizer(lr, 1000, schedule), time.time()
+    abstract = lambda tree, shardings: jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    boxed = abstract_params(cfg, reward_head=True)
+    params, frozen = abstract(nn.unbox(boxed), param_shardings(boxed, mesh)), None
+    if lora is not None:
+        params, frozen = LoraModel.split({**params, LORA_KEY: init_adapters(params, lora, 0)})
+    opt_state = abstract(jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
+    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh)), params, opt_state)
+    lengths = np.full(2 * args.pairs, args.seq)  # only the shapes and dtypes of this batch are read
+    host = unit.prepare(common.synthetic_batch(np.random.default_rng(0), lengths, 2), args.pairs // micro, "padded")
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=microbatch_sharding(mesh, v.ndim))
+             for k, v in host.items()}
+    compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000,
+                                                abstract_frozen=frozen).compile()
+    seconds, xla = time.time() - started, common.xla_figures(compiled)
+    count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
+    return {"objective": objective, "layers": layers, "params": count((params, frozen)), "remat_policy": remat,
+            "micro_pairs": micro, "n_micro": args.pairs // micro, "pairs": args.pairs, "seq": args.seq,
+            "mesh": dict(mesh.shape), "compute_dtype": args.dtype, "param_dtype": cfg.param_dtype,
+            "lora_rank": lora.rank if lora else 0, "trainable_params": count(params),
+            **{f"{k}_gib": xla[k] / 2**30 for k in ("argument", "output", "alias", "temp", "generated_code", "peak")},
+            "total_with_code_gib": (xla["peak"] + xla["generated_code"]) / 2**30,
+            "fits_budget": xla["peak"] / 2**30 <= args.budget_gib, "compile_seconds": round(seconds, 1)}
+
+
+def per_layer_scaling(rows: list[dict]) -> list[dict]:
+    """Least-squares peak = fixed + per_layer * layers, per (objective, remat, micro) measured at >= 2 depths."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["objective"], r["remat_policy"], r["micro_pairs"]), []).append(r)
+    out = []
+    for (objective, remat, micro), rs in groups.items():
+        if len(layers := sorted({r["layers"] for r in rs})) >= 2:
+            slope, fixed = np.polyfit([r["layers"] for r in rs], [r["peak_gib"] for r in rs], 1)
+            out.append({"objective": objective, "remat_policy": remat, "micro_pairs": micro, "layers": layers,
+                        "per_layer_gib": float(slope), "fixed_gib": float(fixed),
+                        "at_32_layers_gib": float(fixed + 32 * slope)})
+    return out
 
 
 def main(argv=None) -> dict:
@@ -68,7 +128,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    rows, ints = [], lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    rows, ints = [], lambda text: [int(x) for x in text.split(",")]
     print(f"GiB per device on {args.devices} devices (mesh data {args.data}, fsdp {args.fsdp}, tensor {args.tensor}); "
           f"fits: peak <= {args.budget_gib} GiB")
     common.print_table([], COLUMNS)
@@ -76,103 +136,18 @@ def main(argv=None) -> dict:
                                                              args.remat.split(","), ints(args.micro)):
         rows.append(measure(args, objective.strip(), layers, remat.strip(), micro))
         common.print_table(rows[-1:], COLUMNS, header=False)
-    scaling = per_layer_scaling(rows)
-    if scaling:
+    if scaling := per_layer_scaling(rows):
         print("peak per device = fixed + per layer x layers, fitted on the depths measured:")
         common.print_table(scaling, COLUMNS[:1] + COLUMNS[2:4] + [
             ("per layer", "per_layer_gib", ">9.3f"), ("fixed", "fixed_gib", ">6.2f"),
             ("32 layers", "at_32_layers_gib", ">9.2f")])
-    head = common.header("memory_7b", argv)
-    report = {k: head[k] for k in ("benchmark", "date", "hostname", "argv")} | {
+    report = common.header("memory_7b", argv) | {
         "jax": jax.__version__, "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "model": "mistralai/Mistral-7B-v0.1 shape (random, abstract)", "budget_gib_per_device": args.budget_gib,
         "note": "XLA:CPU buffer assignment of the SPMD-partitioned per-device program on fake CPU devices; "
                 "peak = argument + output - alias + temp", "results": rows, "per_layer_scaling": scaling}
     print(f"results: {common.write_result(common.result_path(args.out, 'memory_7b'), report)}")
     return report
-
-
-def abstract_state(cfg, mesh, optimizer, lora=None):
-    """(TrainState, params, frozen) of ShapeDtypeStructs in the shardings the real run uses (`step.init_state`'s);
-    with `lora`, the state holds adapters + head and `frozen` the base (as `Trainer.fit` splits them)."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from w2s_jax.models.convert import abstract_params
-    from w2s_jax.models.lora import LORA_KEY, LoraModel, init_adapters
-    from w2s_jax.models.sharding import param_shardings, replicated
-    from w2s_jax.train.step import TrainState, opt_state_shardings
-
-    boxed = abstract_params(cfg, reward_head=True)
-    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
-                          param_shardings(boxed, mesh))
-    frozen = None
-    if lora is not None:
-        params, frozen = LoraModel.split({**params, LORA_KEY: init_adapters(params, lora, 0)})
-    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                             jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
-    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh))
-    return TrainState(step=step, params=params, opt_state=opt_state), params, frozen
-
-
-def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
-    import jax
-    import transformers
-
-    from w2s_jax.models import registry
-    from w2s_jax.models.heads import Transformer
-    from w2s_jax.models.lora import LoraConfig, LoraModel
-    from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.train.optim import make_optimizer
-    from w2s_jax.train.step import microbatch_sharding
-    from w2s_jax.train.trainer import Trainer
-
-    if objective not in ("rm", "dpo", "dpo_lora"):
-        raise ValueError(f"unknown objective {objective!r}; rm, dpo or dpo_lora")
-    if args.pairs % micro:
-        raise ValueError(f"--micro={micro} must divide --pairs={args.pairs}")
-    mesh = make_mesh(args.data, args.fsdp, args.tensor)
-    lora = LoraConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank) if objective == "dpo_lora" else None
-    cfg = registry.config_from_hf(transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B),
-                                  param_dtype="bfloat16" if lora else "float32", dtype=args.dtype,
-                                  remat_policy=remat, scan_layers=True, attention_impl="xla")
-    model = Transformer(cfg) if lora is None else LoraModel(Transformer(cfg), lora)
-    unit, lr, schedule = common.objective(objective.removesuffix("_lora"), args.logp_chunk or None)
-    optimizer = make_optimizer(lr, 1000, schedule)
-    started = time.time()
-    state, params, frozen = abstract_state(cfg, mesh, optimizer, lora)
-    lengths = np.full(2 * args.pairs, args.seq)  # only the shapes and dtypes of this batch are read
-    host = unit.prepare(common.synthetic_batch(np.random.default_rng(0), lengths, 2), args.pairs // micro, "padded")
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=microbatch_sharding(mesh, v.ndim))
-             for k, v in host.items()}
-    compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000,
-                                                abstract_frozen=frozen).compile()
-    seconds, xla = time.time() - started, common.xla_figures(compiled)
-    count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))  # noqa: E731
-    return {"objective": objective, "layers": layers, "params": count((params, frozen)), "remat_policy": remat,
-            "micro_pairs": micro, "n_micro": args.pairs // micro, "pairs": args.pairs, "seq": args.seq,
-            "mesh": dict(mesh.shape), "compute_dtype": args.dtype, "param_dtype": cfg.param_dtype,
-            "lora_rank": lora.rank if lora else 0, "trainable_params": count(params),
-            **{f"{k}_gib": xla[k] / GIB for k in ("argument", "output", "alias", "temp", "generated_code", "peak")},
-            "total_with_code_gib": (xla["peak"] + xla["generated_code"]) / GIB,
-            "fits_budget": xla["peak"] / GIB <= args.budget_gib, "compile_seconds": round(seconds, 1)}
-
-
-def per_layer_scaling(rows: list[dict]) -> list[dict]:
-    """Least-squares peak = fixed + per_layer * layers, per (objective, remat, micro) measured at >= 2 depths."""
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r["objective"], r["remat_policy"], r["micro_pairs"]), []).append(r)
-    out = []
-    for (objective, remat, micro), rs in groups.items():
-        layers = sorted({r["layers"] for r in rs})
-        if len(layers) >= 2:
-            slope, intercept = np.polyfit([r["layers"] for r in rs], [r["peak_gib"] for r in rs], 1)
-            out.append({"objective": objective, "remat_policy": remat, "micro_pairs": micro, "layers": layers,
-                        "per_layer_gib": float(slope), "fixed_gib": float(intercept),
-                        "at_32_layers_gib": float(intercept + 32 * slope)})
-    return out
 
 
 if __name__ == "__main__":

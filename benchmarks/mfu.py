@@ -1,20 +1,15 @@
 """Model FLOPs utilisation of the reward-model and DPO train steps at 1.5B shapes, on one accelerator.
 
 The Trainer's real step (forward + backward + Adam, fp32 master weights, bf16 compute) of `RewardModel("bce")` and
-of `DPO` (reference log-probs cached) on random weights of SHAPES. A row is one (model, objective, layout, remat
-policy, rows per step) setting at --seq tokens per row. padded: every sequence is --seq real tokens (cuDNN flash
-attention on GPU); packed: HH-like random lengths (20..--max-seq-len, mean ~120) packed into rows with
-segment-masked attention, as the pipeline trains. MFU = model FLOPs of the real tokens (`model_flops`, remat
-recomputation not counted) / the median of --steps timed steps after 2 warm-ups / the chip's dense bf16 peak. XLA's
-own count (`xla_flops`) counts a scanned layer stack's body once: no measure of the work. Writes
-<out>/mfu-<host>-<date>.json and prints a table.
+`DPO` (reference log-probs cached) on random weights of SHAPES, per (model, objective, layout, remat, rows) setting
+at --seq tokens per row. padded: every sequence is --seq real tokens; packed: HH-like random lengths (20..--max-seq-
+len, mean ~120) packed into rows with segment-masked attention, as the pipeline trains. MFU = model FLOPs of the real
+tokens (`model_flops`, remat not counted) / the median of --steps steps after 2 warm-ups / the chip's dense bf16
+peak. XLA's `xla_flops` counts a scanned layer stack's body once: no measure of the work. Writes mfu-<host>-<date>.json.
 """
-from __future__ import annotations
-
 import gc
 import os
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +24,9 @@ from w2s_jax.models.sharding import make_mesh
 from w2s_jax.train.trainer import Trainer
 
 # GPT-2-XL (1.56B, vocab 50257 padded to 50304); a Llama-family 1.64B (GQA 16/8, MLP 8192, untied)
-SHAPES = {
-    "gpt2-xl": (dict(family="gpt2", hidden_size=1600, num_layers=48, num_heads=25), 50304),
-    "llama-1.5b": (dict(family="llama", hidden_size=2048, num_layers=24, num_heads=16, num_kv_heads=8,
-                        intermediate_size=8192), 32000),
-}
+SHAPES = {"gpt2-xl": ({"family": "gpt2", "hidden_size": 1600, "num_layers": 48, "num_heads": 25}, 50304),
+          "llama-1.5b": ({"family": "llama", "hidden_size": 2048, "num_layers": 24, "num_heads": 16,
+                          "num_kv_heads": 8, "intermediate_size": 8192}, 32000)}
 # dense bf16 peak of the chip, FLOP/s (vendor datasheets, without sparsity)
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "H800": 989.4e12, "GH200": 989.4e12, "A100": 312e12,
              "L40S": 362e12, "B200": 2250e12}
@@ -88,38 +81,30 @@ def host_batch(unit, layout: str, rows: int, args, vocab: int, rng) -> tuple[dic
         lengths = lengths[:-2]
 
 
-def measure(args, name: str, objective: str, layout: str, remat: str, rows: int, peak: float,
-            attention: str = "auto") -> dict:
-    arch, vocab = SHAPES[name]
-    cfg = random_config(arch, vocab, max(args.seq, 1024), param_dtype="float32", dtype=args.dtype,
-                        remat_policy=remat, scan_layers=True, attention_impl=attention)
+def measure(args, row: dict, peak: float) -> dict:
+    """`row` (model, objective, layout, remat, rows, attention) with the step's figures."""
+    cfg = random_config(*SHAPES[row["model"]], max(args.seq, 1024), param_dtype="float32", dtype=args.dtype,
+                        remat_policy=row["remat"], scan_layers=True, attention_impl=row["attention"])
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
-    unit, lr, schedule = common.objective(objective, args.logp_chunk)
-    params = init_params(cfg, mesh, seed=0)
-    row = {"model": name, "objective": objective, "layout": layout, "remat": remat, "rows": rows, "seq": args.seq,
-           "attention": attention, "params": int(sum(x.size for x in jax.tree.leaves(params)))}
-    trainer = Trainer(mesh, (args.seq,), layout=layout, pack_len=args.seq if layout == "packed" else None)
-    state, compile_for = common.compiled_steps(trainer, unit, Transformer(cfg), params, lr, schedule)
+    unit, lr, schedule = common.objective(row["objective"], args.logp_chunk)
+    params, packed = init_params(cfg, mesh, seed=0), row["layout"] == "packed"
+    row |= {"seq": args.seq, "params": int(sum(x.size for x in jax.tree.leaves(params)))}
+    trainer = Trainer(mesh, (args.seq,), layout=row["layout"], pack_len=args.seq if packed else None)
+    step, compiled = common.stepper(trainer, unit, Transformer(cfg), params, lr, schedule)
     del params
-    host, lengths = host_batch(unit, layout, rows, args, cfg.vocab_size, np.random.default_rng(0))
+    host, lengths = host_batch(unit, row["layout"], row["rows"], args, cfg.vocab_size, np.random.default_rng(0))
     micro = trainer.place(host)
     row |= {"pairs": len(lengths) // 2, "real_tokens": int(lengths.sum()),
-            "row_tokens": int(sum(np.prod(host[k].shape) for k in ("ids", "ids_a", "ids_b") if k in host))}
-    started = time.perf_counter()
-    compiled = compile_for(micro)
-    row["compile_s"] = round(time.perf_counter() - started, 1)
-    xla = common.xla_figures(compiled)
-    row |= {"xla_flops": xla["flops"], **({"cost_analysis_error": xla["cost_analysis_error"]}
-                                          if "cost_analysis_error" in xla else {})}
-    step, last = common.stepper(compiled, state), {}
+            "row_tokens": int(sum(np.prod(host[k].shape) for k in ("ids", "ids_a", "ids_b") if k in host)),
+            "compile_s": round(common.timed(step, micro, False)[0], 1)}
+    xla, last = common.xla_figures(*compiled.values()), {}
+    row |= {"xla_flops": xla["flops"]} | {k: v for k, v in xla.items() if k == "cost_analysis_error"}
     times = common.call_times(lambda: last.update(step(micro)), args.steps, warmup=2)
-    flops = model_flops(cfg, lengths, lm_head=objective == "dpo")
-    row |= {"loss": float(last["loss"]), "step_s": statistics.median(times),
-            "step_s_all": [round(t, 5) for t in times], "model_flops": flops}
-    row |= {"tflops_per_s": flops / row["step_s"] / 1e12, "mfu": flops / row["step_s"] / peak,
-            "pairs_per_s": row["pairs"] / row["step_s"], "tokens_per_s": row["real_tokens"] / row["step_s"],
-            "step_gib": xla["peak"] / 2 ** 30}  # the step's own footprint: arguments + outputs - donated + temporaries
-    return row
+    flops, seconds = model_flops(cfg, lengths, lm_head=row["objective"] == "dpo"), statistics.median(times)
+    return row | {"loss": float(last["loss"]), "step_s": seconds, "step_s_all": [round(t, 5) for t in times],
+                  "model_flops": flops, "tflops_per_s": flops / seconds / 1e12, "mfu": flops / seconds / peak,
+                  "pairs_per_s": row["pairs"] / seconds, "tokens_per_s": row["real_tokens"] / seconds,
+                  "step_gib": xla["peak"] / 2**30}  # the step's own footprint: arguments + outputs - donated + temps
 
 
 def attention_check() -> dict:
@@ -127,7 +112,7 @@ def attention_check() -> dict:
     cuDNN reads the segment mask as a bias): max |a - b| / max |b| of the final hidden states, per family."""
     out, rng = {}, np.random.default_rng(1)
     for family in ("llama", "gpt2"):
-        arch = dict(family=family, hidden_size=256, num_layers=2, num_heads=4)
+        arch = {"family": family, "hidden_size": 256, "num_layers": 2, "num_heads": 4}
         cfgs = {impl: random_config(arch, 512, 256, dtype="bfloat16", attention_impl=impl) for impl in ("xla", "cudnn")}
         params = init_params(cfgs["xla"], None, seed=0)
         ids = jnp.asarray(rng.integers(0, 512, (4, 256)), jnp.int32)
@@ -156,19 +141,17 @@ def layer_gemms(args, tokens: int) -> list[dict]:
     gives each shape (the backward pass runs the same shapes transposed)."""
     rows = []
     for name in args.models.split(","):
-        cfg = random_config(*SHAPES[name], 1024)
-        d, q, kv, m = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, \
-            cfg.intermediate_size
-        shapes = {"q": (d, q), "kv": (d, 2 * kv), "o": (q, d), "mlp_in": (d, 2 * m if cfg.family == "llama" else m),
-                  "mlp_out": (m, d), "lm_head": (d, cfg.vocab_size)}  # llama: gate and up side by side
+        c = random_config(*SHAPES[name], 1024)
+        d, q, kv, m = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size
+        shapes = {"q": (d, q), "kv": (d, 2 * kv), "o": (q, d), "mlp_in": (d, 2 * m if c.family == "llama" else m),
+                  "mlp_out": (m, d), "lm_head": (d, c.vocab_size)}  # llama: gate and up side by side
         rows += [{"model": name, "matmul": part, "m": tokens, "k": k, "n": n,
                   "tflops_per_s": matmul_rate(tokens, k, n) / 1e12} for part, (k, n) in shapes.items()]
     return rows
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    dev = jax.devices()[0]
+    args, dev = parse_args(argv), jax.devices()[0]
     peak = args.peak or next((PEAK_BF16[k] for k in sorted(PEAK_BF16, key=len, reverse=True) if k in dev.device_kind),
                              float("nan"))
     report = common.header("mfu", argv, ("jax", "jaxlib", "flax", "optax")) | {
@@ -178,8 +161,8 @@ def main(argv=None) -> dict:
     if jax.default_backend() == "gpu":
         try:
             report["attention_check"] = attention_check()
-        except Exception as e:  # a result too: cuDNN could not run these shapes
-            report["attention_check"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        except Exception as e:  # noqa: BLE001  a result too: cuDNN could not run these shapes
+            report["attention_check"] = {"error": common.error(e)}
         print(f"cuDNN vs XLA attention, max relative difference of the hidden states: {report['attention_check']}")
     print(f"device {dev.device_kind}: peak {peak / 1e12:.1f} TFLOP/s, measured 8192^3 bf16 matmul "
           f"{report['matmul_bf16_flops'] / 1e12:.1f} TFLOP/s; jax {jax.__version__}", flush=True)
@@ -194,12 +177,12 @@ def main(argv=None) -> dict:
             for objective in args.objectives.split(",")]  # each model and objective gets a first setting early
     for setting, name, objective in plan:
         layout, remat, rows, *attention = setting.split(":")
+        row = {"model": name, "objective": objective, "layout": layout, "remat": remat, "rows": int(rows),
+               "attention": (attention or ["auto"])[0]}
         try:
-            row = measure(args, name, objective, layout, remat, int(rows), peak, *attention)
-        except Exception as e:  # an out-of-memory setting is a result, not the end of the run
-            row = {"model": name, "objective": objective, "layout": layout, "remat": remat, "rows": int(rows),
-                   "attention": (attention or ["auto"])[0],
-                   "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
+            row = measure(args, dict(row), peak)
+        except Exception as e:  # noqa: BLE001  an out-of-memory setting is a result, not the end of the run
+            row["error"] = common.error(e, 160)
         gc.collect()
         jax.clear_caches()
         report["rows"].append(row)

@@ -13,11 +13,8 @@ Ours: the Trainer's step on packed rows of >= --pack-len tokens, every shape com
 time and count reported); torch-batched and torch-1pair: `torch_ref.py`. A training contender runs one untimed
 warm-up step, then --steps timed ones. Writes benchmarks/results/<host>-<date>.json and prints a table of pairs/s.
 """
-from __future__ import annotations
-
 import argparse
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -27,9 +24,9 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 TRAIN_WORKLOADS = ("rm_train", "rm_fixed", "dpo_train", "simpo_train")
 
@@ -67,7 +64,7 @@ def host_data(a) -> dict:
     tok, buckets = common.gpt2_tokenizer(), bucket_lengths(a.max_len, 64, 8)
     pairs = read_jsonl_pairs(common.DATA)[0][: a.pairs]
     rm, policy = (common.pair_dataset(pairs, tok, a.max_len, policy) for policy in (False, True))
-    take = lambda ds: list(train_batches(ds, a.batch_size, epochs=1, seed=0, buckets=buckets))[: a.steps]  # noqa
+    take = lambda ds: list(train_batches(ds, a.batch_size, epochs=1, seed=0, buckets=buckets))[: a.steps]
     test = common.pair_dataset(read_jsonl_pairs(common.DATA.with_name("harmless_test.jsonl"))[0][: a.test_pairs],
                                tok, a.max_len, False)
     fixed = common.synthetic_batch(np.random.default_rng(0), np.full(2 * a.fixed_pairs, a.max_len), len(tok))
@@ -76,31 +73,25 @@ def host_data(a) -> dict:
             "test_batches": list(eval_batches(test, a.eval_batch, buckets=buckets))}
 
 
-def tokens(batches) -> dict:
-    real = sum(int(b["mask_a"].sum() + b["mask_b"].sum()) for b in batches)
-    return {"real_tokens": real, "pairs": sum(int(b["valid"].sum()) for b in batches)}
-
-
-def timed_block(name: str, step, batches) -> dict:
-    """One untimed warm-up step on batches[0], then one timed step per batch. `cores` = CPU seconds of this
-    process / wall seconds over the timed steps: below the core count, other processes took the rest."""
-    times, cpu = [], 0.0
-    for k, batch in enumerate([batches[0]] + list(batches)):
-        start, cpu0 = time.perf_counter(), common.cpu_seconds()
-        step(batch)
-        times.append(time.perf_counter() - start)
-        cpu += (common.cpu_seconds() - cpu0) if k else 0.0
-        print(f"  {name}: {'warm-up' if k == 0 else f'step {k}'} T={batch['ids_a'].shape[1]} {times[-1]:.2f}s",
-              flush=True)
-    return {"seconds": times[1:], "cores": cpu / sum(times[1:])}
+def timed_steps(name: str, step, batches) -> dict:
+    """One untimed warm-up step on batches[0], then one timed step per batch, with the batches' pairs and real
+    tokens. `cores` = CPU seconds of this process / wall seconds over the timed steps: below the core count, other
+    processes took the rest."""
+    seconds, cpu = [], 0.0
+    for k, batch in enumerate([batches[0], *batches]):
+        wall, used = common.timed(step, batch)
+        print(f"  {name}: {f'step {k}' if k else 'warm-up'} T={batch['ids_a'].shape[1]} {wall:.2f}s", flush=True)
+        if k:
+            seconds.append(wall)
+            cpu += used
+    return {"seconds": seconds, "cores": cpu / sum(seconds), "pairs": sum(int(b["valid"].sum()) for b in batches),
+            "real_tokens": sum(int(b["mask_a"].sum() + b["mask_b"].sum()) for b in batches)}
 
 
 def timed_once(name: str, fn, pairs: int) -> dict:
-    started, cpu0 = time.perf_counter(), common.cpu_seconds()
-    fn()
-    seconds = time.perf_counter() - started
-    print(f"  {name}: {seconds:.2f}s for {pairs} pairs", flush=True)
-    return {"seconds": [seconds], "cores": (common.cpu_seconds() - cpu0) / seconds, "pairs": pairs}
+    wall, cpu = common.timed(fn)
+    print(f"  {name}: {wall:.2f}s for {pairs} pairs", flush=True)
+    return {"seconds": [wall], "cores": cpu / wall, "pairs": pairs}
 
 
 def worker_prepare(a) -> dict:
@@ -122,65 +113,48 @@ def worker_jax(a) -> dict:
     data, out = host_data(a), {}
     mesh, buckets = make_mesh(devices=jax.devices()[:1]), data["buckets"]
     loaded = from_pretrained(str(a.weights), reward_head=True)
+    scoring = {"batch_size": a.eval_batch, "mesh": mesh, "buckets": buckets, "pack_len": a.pack_len}
 
-    def run_training(name, batches, dataset=None):
+    def train(name, batches, dataset=None) -> dict:
         packed = dataset is not None  # rm_fixed: padded rows, nothing to pack
         trainer = Trainer(mesh, buckets, layout="packed" if packed else "padded",
                           pack_len=a.pack_len if packed else None)
         objective, lr, _ = common.objective(name.split("_")[0])
         params = jax.tree.map(lambda x: x.copy(), loaded.params)
-        state, compile_for = common.compiled_steps(trainer, objective, loaded.model, params, lr, nsteps=100)
-        prepare, holder = trainer.prepare(objective, dataset), {"state": state}
-        compiled, computed, started = {}, 0, time.perf_counter()
+        step, compiled = common.stepper(trainer, objective, loaded.model, params, lr, nsteps=100)
+        prepare, computed, started = trainer.prepare(objective, dataset), 0, time.perf_counter()
         for micro in (trainer.place(prepare(b, 1)) for b in batches):  # every shape compiled before the timed steps
-            ids = micro["ids"] if "ids" in micro else micro["ids_a"]
-            if ids.shape not in compiled:
-                compiled[ids.shape] = compile_for(micro)
-            computed += ids.size * (1 if "ids" in micro else 2)
+            step(micro, run=False)
+            computed += micro["ids"].size if "ids" in micro else 2 * micro["ids_a"].size
         compile_seconds = time.perf_counter() - started
-
-        def one(batch):
-            micro = trainer.place(prepare(batch, 1))
-            step = compiled[micro["ids" if "ids" in micro else "ids_a"].shape]
-            holder["state"], metrics = step(holder["state"], micro)
-            float(metrics["loss"])
-
-        return {**timed_block(f"ours {name}", one, batches), **tokens(batches),
-                "compile_seconds": compile_seconds, "compiles": len(compiled),
-                "token_fill": tokens(batches)["real_tokens"] / computed}
+        entry = timed_steps(f"ours {name}", lambda b: float(step(trainer.place(prepare(b, 1)))["loss"]), batches)
+        return entry | {"compile_seconds": compile_seconds, "compiles": len(compiled),
+                        "token_fill": entry["real_tokens"] / computed}
 
     if "rm_train" in a.workloads:
-        out["rm_train"] = run_training("rm_train", data["rm"], data["rm_dataset"])
+        out["rm_train"] = train("rm_train", data["rm"], data["rm_dataset"])
     if "rm_fixed" in a.workloads:
-        out["rm_fixed"] = run_training("rm_fixed", data["fixed"])
+        out["rm_fixed"] = train("rm_fixed", data["fixed"])
     policy = data["policy_dataset"]
     if "dpo_train" in a.workloads:  # the reference log-probs of the pairs the steps use, once (as the pipeline does)
         used = np.unique(np.concatenate([b["index"] for b in data["policy"]]))
         sub = PairDataset(*([getattr(policy, k)[i] for i in used] for k in ("ids_a", "ids_b", "loss_mask_a",
                                                                              "loss_mask_b")))
-
-        def reference():
-            return score_policy_pairs(loaded.model, loaded.params, sub, batch_size=a.eval_batch, mesh=mesh,
-                                      buckets=buckets, chunk_size=128, pack_len=a.pack_len)[:2]
-
+        reference = lambda: score_policy_pairs(loaded.model, loaded.params, sub, chunk_size=128, **scoring)[:2]
         reference()  # compiles
         started = time.perf_counter()
         refs, ref_seconds = reference(), time.perf_counter() - started
         row = {int(i): k for k, i in enumerate(used)}
         batches = [b | {key: r[[row[int(i)] for i in b["index"]]] for key, r in zip(("ref_c", "ref_r"), refs)}
                    for b in data["policy"]]
-        out["dpo_train"] = {**run_training("dpo_train", batches, policy), "reference_once_seconds": ref_seconds,
+        out["dpo_train"] = {**train("dpo_train", batches, policy), "reference_once_seconds": ref_seconds,
                             "reference_pairs": len(used)}
     if "simpo_train" in a.workloads:
-        out["simpo_train"] = run_training("simpo_train", data["policy"], policy)
+        out["simpo_train"] = train("simpo_train", data["policy"], policy)
     if "score_test" in a.workloads:
         z = {}
-
-        def score():
-            z["z"] = score_pairs(loaded.model, loaded.params, data["test"], batch_size=a.eval_batch, mesh=mesh,
-                                 buckets=buckets, mode="pmap", pack_len=a.pack_len)
-
-        first = common.call_times(score, 1, 0)[0]  # compiles every shape
+        score = lambda: z.update(z=score_pairs(loaded.model, loaded.params, data["test"], mode="pmap", **scoring))
+        first = common.timed(score)[0]  # compiles every shape
         out["score_test"] = {**timed_once("ours score_test", score, len(data["test"])), "first_run_seconds": first,
                              "z": z["z"].tolist()}
     return out
@@ -210,8 +184,7 @@ def worker_torch(a) -> dict:
             for kind in kinds:
                 _, reward, opt = fresh_rm()
                 step = functools.partial(torch_ref.rm_step, reward, opt, micro=a.torch_micro, one_pair=kind == "1pair")
-                out[workload][kind] = {**timed_block(f"torch-{kind} {workload}", step, batches),
-                                       **tokens(batches)}
+                out[workload][kind] = timed_steps(f"torch-{kind} {workload}", step, batches)
     for workload, algorithm in (("dpo_train", "dpo"), ("simpo_train", "simpo")):
         if workload in a.workloads:
             hyper, lr, _ = common.RECIPE[algorithm]
@@ -221,8 +194,7 @@ def worker_torch(a) -> dict:
                 step = functools.partial(torch_ref.policy_step, policy, reference, torch.optim.Adam(
                     policy.parameters(), lr=lr), micro=a.torch_micro, algorithm=algorithm, one_pair=kind == "1pair",
                     **hyper)
-                out[workload][kind] = {**timed_block(f"torch-{kind} {workload}", step, data["policy"]),
-                                       **tokens(data["policy"])}
+                out[workload][kind] = timed_steps(f"torch-{kind} {workload}", step, data["policy"])
     if "score_test" in a.workloads:
         trunk, reward, _ = fresh_rm()
         trunk.eval()
@@ -237,29 +209,22 @@ def worker_torch(a) -> dict:
     return out
 
 
-def summarize(a, ours: dict, torch_: dict) -> list[dict]:
-    rate = lambda entry: entry["pairs"] / sum(entry["seconds"])  # noqa: E731
-    return [{"workload": w, "contender": f"torch-{kind}", "ours_pairs_per_s": rate(ours[w]),
-             "torch_pairs_per_s": rate(entry), "ratio": rate(ours[w]) / rate(entry), "ours_cores": ours[w]["cores"],
-             "torch_cores": entry["cores"]}
-            for w in a.workloads if w in ours for kind, entry in torch_.get(w, {}).items()]
-
-
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = parse_args(argv)
-    if a.worker:
-        result = {"prepare": worker_prepare, "jax": worker_jax, "torch": worker_torch}[a.worker](a)
-        a.worker_out.write_text(json.dumps(result))
+    if (result := common.serve(a, {"prepare": worker_prepare, "jax": worker_jax, "torch": worker_torch})) is not None:
         return result
-    report, wall0 = common.header("suite", argv, ("jax", "torch", "transformers")), time.perf_counter()
-    results = {}
+    report, wall0, results = common.header("suite", argv, ("jax", "torch", "transformers")), time.perf_counter(), {}
     with tempfile.TemporaryDirectory() as tmp:
         for worker in ("prepare", "jax", "torch"):
             print(f"\n== {worker} worker", flush=True)
             results[worker] = common.spawn("benchmarks.run", [*argv, "--weights", str(Path(tmp) / "weights")], worker)
-    ours, torch_ = results["jax"], results["torch"]
-    rows, agreement = summarize(a, ours, torch_), None
+    ours, torch_, agreement = results["jax"], results["torch"], None
+    rate = lambda entry: entry["pairs"] / sum(entry["seconds"])
+    rows = [{"workload": w, "contender": f"torch-{kind}", "ours_pairs_per_s": rate(ours[w]),
+             "torch_pairs_per_s": rate(entry), "ratio": rate(ours[w]) / rate(entry), "ours_cores": ours[w]["cores"],
+             "torch_cores": entry["cores"]}
+            for w in a.workloads if w in ours for kind, entry in torch_.get(w, {}).items()]
     if "score_test" in ours and "score_test" in torch_:
         zo, zt = np.asarray(ours["score_test"].pop("z")), np.asarray(torch_["score_test"]["batched"].pop("z"))
         agreement = {"max_abs_dz": float(np.abs(zo - zt).max()), "same_sign": float(((zo >= 0) == (zt >= 0)).mean())}

@@ -6,8 +6,6 @@ pair per micro-batch, each side in its own unpadded forward, `(loss / batch).bac
 DPO reads the reference log-probs of the batch (`ref_c`, `ref_r`) where they were cached, and otherwise runs the
 reference model every step (as TRL does without precomputed reference log-probs).
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np
