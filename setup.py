@@ -33,8 +33,9 @@ setup(
         "cuda12": ["jax[cuda12]>=0.7,<0.12"],
         # torch is only the PyTorch reference of the parity tests; the range admits the CPU
         # wheel 2.13.0 (see README for GPU hosts).
+        # peft: the LoRA adapter export test; filelock: runs shared by the test workers (tests/shared_runs.py)
         "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "torch>=2.4,<=2.13.0", "gguf>=0.10,<1",
-                 "peft>=0.21,<0.22", "accelerate>=1.0,<2"],  # peft: the LoRA adapter export test
+                 "peft>=0.21,<0.22", "accelerate>=1.0,<2", "filelock>=3.12,<4"],
         "gguf": ["gguf>=0.10,<1", "accelerate>=1.0,<2", "torch>=2.4,<=2.13.0"],
     },
 )

@@ -1,8 +1,8 @@
 """Trained models out of a work directory: the Python API (`w2s_jax.api`) and `python -m w2s_jax.export`.
 
-Two tiny runs (a reward-model run and a DPO run on the demo world, random-init models with trained BPE
-tokenizers). The references are independent of the loader: the margins the run itself wrote to results.json,
-and `transformers` (PyTorch) models loaded from the exported directories.
+The tiny reward-model and DPO runs of `shared_runs.py` (on the demo world, random-init models with trained BPE
+tokenizers; shared with test_cli.py). The references are independent of the loader: the margins each run wrote
+to results.json, and `transformers` (PyTorch) models loaded from the exported directories.
 """
 import json
 from pathlib import Path
@@ -12,37 +12,17 @@ import pytest
 import torch
 import transformers
 
+from shared_runs import shared_run, tiny_config
 from w2s_jax import export
 from w2s_jax.api import LoadError, load_trained
-from w2s_jax.config_check import validate
-from w2s_jax.configs import load_config_file
 from w2s_jax.data.loading import load_splits
 from w2s_jax.data.tokenize import tokenize_prompt_response, tokenize_texts
-from w2s_jax.experiments import EXPERIMENTS
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def small(name: str):
-    c = load_config_file(str(ROOT / f"configs/{name}.py:demo"))
-    c.data.n_gt = c.data.n_weak = c.data.n_test = 48
-    c.data.n_conflict = 16
-    c.data.max_len, c.data.bucket_multiple = 64, 64
-    for which, width in (("weak", 16), ("strong", 32)):
-        c[which].init, c[which].tokenizer = "random", "bpe:300"  # random-init ladder: no pretraining stage here
-        c[which].arch.update(hidden_size=width, num_layers=1, num_heads=2)
-    c.train.update(batch_size=16, eval_batch_size=48, save_every=0)
-    c.students = "no_conflict"
-    c.seeds = "0"
-    c.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})
-    return c
-
-
-def run(c, workdir):
-    experiment = EXPERIMENTS[c.experiment](c, workdir, validate(c, n_devices=1))
-    results = experiment.run()  # keeps its tokenizers by fingerprint and writes predictions.jsonl
+def shared(tmp_path_factory, name: str):
+    c = tiny_config(name)
+    workdir, _, results = shared_run(tmp_path_factory, c)
     assert (workdir / "predictions.jsonl").is_file()
-    return results, load_splits(c.data).test
+    return workdir, results, load_splits(c.data).test
 
 
 def margins(results, role, seed=0):
@@ -53,18 +33,12 @@ def margins(results, role, seed=0):
 
 @pytest.fixture(scope="module")
 def rm_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("rm")
-    results, test = run(small("rm_helpful"), workdir)
-    return workdir, results, test
+    return shared(tmp_path_factory, "rm_helpful")
 
 
 @pytest.fixture(scope="module")
 def dpo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("dpo")
-    c = small("dpo_helpful")
-    c.po.update(sft_epochs=1, epochs=1)
-    results, test = run(c, workdir)
-    return workdir, results, test
+    return shared(tmp_path_factory, "dpo_helpful")
 
 
 @pytest.mark.parametrize("role", ["strong_ceiling", "student_no_conflict"])
@@ -83,7 +57,7 @@ def test_loaded_reward_model_scores_what_the_run_wrote(rm_run, role):
 def test_bad_requests_say_what_is_there(rm_run, tmp_path):
     workdir, _, _ = rm_run
     with pytest.raises(LoadError, match="roles: .*student_no_conflict"):
-        load_trained(workdir, "student_implicit")
+        load_trained(workdir, "student_explicit")
     with pytest.raises(LoadError, match=r"no seed 7; seeds: \[0\]"):
         load_trained(workdir, "strong_ceiling", seed=7)
     assert export.main(["--workdir", str(workdir), "--role", "nope", "--out", str(tmp_path / "x")]) == 2

@@ -1,8 +1,9 @@
 """The command line and the outputs: --print_config, --dry_run (its fingerprints are the run's), short config
 names, results.json metadata, --overwrite keeping curves apart, and the README's Python API snippet.
 
-One tiny reward-model run (demo world data, random-init 1-layer models, trained BPE tokenizers) is shared; the
-references are what that run itself wrote (results.json), hand-written values and the files on disk."""
+The tiny reward-model and DPO runs of `shared_runs.py` (demo world data, random-init 1-layer models, trained BPE
+tokenizers) are shared with test_api.py; the references are what those runs wrote (results.json), hand-written
+values and the files on disk."""
 import datetime
 import json
 import re
@@ -15,26 +16,12 @@ import pytest
 import runs
 from w2s_jax.config_check import validate
 from w2s_jax.configs import load_config_file
-from w2s_jax.experiments import EXPERIMENTS, dry_run as plan, run
+from shared_runs import shared_run, tiny_config
+from w2s_jax.experiments import dry_run as plan, run
 from w2s_jax.experiments.plan import plan_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def small(name: str = "rm_helpful"):
-    c = load_config_file(str(ROOT / f"configs/{name}.py:demo"))
-    c.data.n_gt = c.data.n_weak = c.data.n_test = 32
-    c.data.n_conflict = 16
-    c.data.max_len, c.data.bucket_multiple = 64, 64
-    for which, width in (("weak", 16), ("strong", 32)):
-        c[which].init, c[which].tokenizer = "random", "bpe:300"
-        c[which].arch.update(hidden_size=width, num_layers=1, num_heads=2)
-    c.train.update(batch_size=16, eval_batch_size=32, save_every=0)
-    c.students = "no_conflict,implicit"
-    c.seeds = "0"
-    c.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})
-    return c
 
 
 def fingerprints(entries) -> dict:
@@ -51,13 +38,9 @@ def recorded(results) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(workdir, config, the dry run before the run, results)."""
-    workdir = tmp_path_factory.mktemp("rm")
-    c = small()
-    mesh = validate(c, n_devices=1)
-    before = plan(c, workdir, mesh)
-    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "models").exists()  # nothing trained
-    results = EXPERIMENTS[c.experiment](c, workdir, mesh).run()
+    """(workdir, config, the dry run before the run, results) of the shared tiny reward-model run."""
+    c = tiny_config()
+    workdir, before, results = shared_run(tmp_path_factory, c)
     return workdir, c, before, results
 
 
@@ -86,15 +69,11 @@ def test_dry_run_after_the_run_knows_every_model_and_finds_it_in_the_store(tiny)
     assert any(recorded(results)[(0, "student_implicit")] in line and "in store" in line for line in lines)
 
 
-def test_dpo_dry_run_fingerprints_are_the_run_s(tmp_path):
+def test_dpo_dry_run_fingerprints_are_the_run_s(tmp_path_factory):
     """The preference graph: SFT then DPO per model, hard weak labels, a confidence filter."""
-    c = small("dpo_helpful")
-    c.po.update(sft_epochs=1, epochs=1)
-    c.students = "no_conflict,hc_confidence_implicit"
-    mesh = validate(c, n_devices=1)
-    before = plan(c, tmp_path, mesh)
-    results = EXPERIMENTS[c.experiment](c, tmp_path, mesh).run()
-    after = plan(c, tmp_path, mesh)
+    c = tiny_config("dpo_helpful")
+    workdir, before, results = shared_run(tmp_path_factory, c)
+    after = plan(c, workdir, validate(c, n_devices=1))
     want = recorded(results)
     assert len(want) == 4 and fingerprints(planned(after)) == want
     assert all(m["in_store"] and m["sft"]["in_store"] and m["stage"] == "dpo" for m in planned(after))
@@ -161,7 +140,7 @@ def test_overwrite_with_another_config_sets_the_old_curves_aside(tiny, tmp_path)
     shutil.copytree(tiny[0], workdir)
     old_lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert old_lines and (workdir / "tensorboard").is_dir()
-    c = small()
+    c = tiny_config()
     c.train.lr = c.train.lr * 2  # another config: every model trains again
     c.students = "no_conflict"
     mesh = validate(c, n_devices=1)

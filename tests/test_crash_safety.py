@@ -145,13 +145,11 @@ def test_params_only_final_checkpoints_are_reused_and_retrained_when_bad(referen
         size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())  # noqa: E731
         # a third of the array bytes; on these tiny models orbax's metadata files are a good part of the rest
         assert size(directory / "ckpt" / "8") < 0.75 * size(full_dirs[role] / "ckpt" / "8"), role
-    ok(main(tmp_path, *args))
-    assert set(steps_run(tmp_path).values()) == {0}
-    assert per_example(tmp_path) == per_example(reference)
     for f in _data_files(dirs["weak_ceiling"] / "ckpt" / "8"):
         os.truncate(f, f.stat().st_size // 2)
     proc = ok(main(tmp_path, *args))
     assert "is marked complete but its final checkpoint is unusable; training it again" in proc.stderr
+    # the other two finished models are reused from their parameters alone, to the same per-example results
     assert steps_run(tmp_path) == {"weak_ceiling": 8, "strong_ceiling": 0, "student_no_conflict": 0}
     assert per_example(tmp_path) == per_example(reference)
     assert (dirs["weak_ceiling"] / "unusable" / "8").is_dir()
