@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 
 from w2s_jax.atomic import write_json_atomic
@@ -60,3 +61,10 @@ def shared_run(tmp_path_factory, config) -> tuple[Path, dict, dict]:
             EXPERIMENTS[config.experiment](config, workdir, mesh).run()
             write_json_atomic(done, before)
     return workdir, json.loads(done.read_text()), json.loads((workdir / "results.json").read_text())
+
+
+def margins(results: dict, role: str, seed: int = 0) -> np.ndarray:
+    """The D_test margins a run wrote for `role`: its logits, signed so that > 0 prefers the chosen answer."""
+    run_ = next(r for r in results["runs"] if r["seed"] == seed)
+    logits = np.asarray(next(m for m in run_["models"] if m["role"] == role)["test_logits"])
+    return np.where(np.asarray(run_["test_labels"]) == 1, 1.0, -1.0) * logits

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from shared_runs import shared_run, tiny_config
+from shared_runs import margins, shared_run, tiny_config
 from w2s_jax import export
 from w2s_jax.api import LoadError, load_trained
 from w2s_jax.data.loading import load_splits
@@ -23,12 +23,6 @@ def shared(tmp_path_factory, name: str):
     workdir, _, results = shared_run(tmp_path_factory, c)
     assert (workdir / "predictions.jsonl").is_file()
     return workdir, results, load_splits(c.data).test
-
-
-def margins(results, role, seed=0):
-    run_ = next(r for r in results["runs"] if r["seed"] == seed)
-    logits = np.asarray(next(m for m in run_["models"] if m["role"] == role)["test_logits"])
-    return np.where(np.asarray(run_["test_labels"]) == 1, 1.0, -1.0) * logits
 
 
 @pytest.fixture(scope="module")

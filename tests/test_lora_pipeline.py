@@ -8,9 +8,10 @@ import pytest
 import torch
 import transformers
 
-from test_api import margins, run, small
+from shared_runs import margins, shared_run, tiny_config
 from w2s_jax import export
 from w2s_jax.api import load_trained
+from w2s_jax.data.loading import load_splits
 from w2s_jax.data.tokenize import tokenize_prompt_response
 from w2s_jax.models.convert import save_pretrained
 from w2s_jax.models.lora import LORA_KEY
@@ -18,12 +19,12 @@ from w2s_jax.models.lora import LORA_KEY
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("dpo_lora")
-    c = small("dpo_helpful")
-    c.po.update(sft_epochs=1, epochs=1, lr=1e-2)
+    c = tiny_config("dpo_helpful")
+    c.students = "no_conflict"
+    c.po.update(lr=1e-2)
     c.model.lora.update(rank=4, alpha=8.0)
-    results, test = run(c, workdir)
-    return workdir, results, test
+    workdir, _, results = shared_run(tmp_path_factory, c)
+    return workdir, results, load_splits(c.data).test
 
 
 def hf_logps(model, tok, texts):
