@@ -1,11 +1,11 @@
-"""The offline demo world: deterministic, disjoint, well-formed HH pairs with known tiers; its corpus; end to end."""
+"""The offline demo world: deterministic, disjoint, well-formed HH pairs with known tiers; its corpus (the world end
+to end, bases pretrained on it: test_pipeline_rm.py)."""
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from w2s_jax import experiments
 from w2s_jax.config_check import ConfigError, validate
 from w2s_jax.data import demo_world as dw
 from w2s_jax.data.pairs import ASSISTANT_MARKER, HUMAN_MARKER, single_turn_prompt
@@ -121,32 +121,6 @@ def test_demo_presets_use_the_world_and_validate():
 def test_ladder_is_increasing():
     sizes = [(h * h * n) for _, h, n, _ in dw.DEMO_LADDER]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
-
-
-def test_small_world_end_to_end(tmp_path):
-    c = load_config("rm_helpful")
-    c.data.n_gt = c.data.n_weak = c.data.n_test = 64
-    c.data.n_conflict = 32
-    c.weak.arch.update(hidden_size=8, num_layers=1, num_heads=2)
-    c.strong.arch.update(hidden_size=16, num_layers=1, num_heads=2)
-    c.train.update(batch_size=16, epochs=1, eval_batch_size=32, save_every=0)
-    c.mesh.update(data=1, fsdp=1, tensor=1)
-    c.seeds = "0"
-    c.pretrain.update(epochs=1, batch_size=64)  # tiny bases: one pass over the world's corpus
-    results = experiments.run(c, tmp_path, validate(c, n_devices=1))
-    models = results["runs"][0]["models"]
-    assert [m["role"] for m in models] == ["weak_ceiling", "strong_ceiling", "student_no_conflict",
-                                                      "student_implicit", "student_explicit"]
-    from w2s_jax.data.loading import load_splits
-
-    expected = load_splits(c.data)
-    assert results["n_test"] == 64 and results["config"]["data"]["source"] == "demo"
-    for m in models:
-        assert np.asarray(m["test_correct"]).shape == (64,)
-    # the test labels are the seeded A/B order of the regenerated D_test
-    from w2s_jax.data.pairs import ab_order
-
-    assert results["test_labels"] == ab_order(expected.test, 0).labels.tolist()
 
 
 # ------------------------------------------------------------------------------------------------ pretraining corpus

@@ -78,6 +78,7 @@ def test_every_model_is_trained_and_scored(first_run):
     assert roles == ["weak_ceiling", "strong_ceiling", "student_no_conflict", "student_implicit", "student_explicit"]
     # the A/B order of D_test, drawn here as the original does (spec §2.2): random.Random(seed) per split
     assert results["runs"][0]["test_labels"] == results["test_labels"] == ab_labels(small_config(), "test", 0)
+    assert results["n_test"] == 96 and results["config"]["data"]["source"] == "demo"  # the regenerated world
     for m in models:
         assert len(m["test_correct"]) == 96 and m["test_accuracy"] == pytest.approx(np.mean(m["test_correct"]))
     weak = json.loads((workdir / "seed0" / "weak_labels.json").read_text())
