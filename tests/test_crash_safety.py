@@ -10,12 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import runs
+from test_progress import DONE, LINE
 from tiny_rm_config import HELPFUL, HH, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +26,8 @@ needs_data = pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()),
                                 reason=f"shared HH data not found at {HH} (it is never copied into the repo)")
 
 
-def main(workdir, *args, fault=None):
-    env = runs.env(**({"W2S_FAULT": fault} if fault else {}))
+def main(workdir, *args, fault=None, **env):
+    env = runs.env(**({"W2S_FAULT": fault} if fault else {}), **env)
     return runs.main(f"--config={CONFIG}", f"--workdir={workdir}", *args, env_=env)
 
 
@@ -35,10 +37,31 @@ def ok(proc):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def uninterrupted(tmp_path_factory):
+    """(workdir, the process, its wall seconds) of an uninterrupted run, its output to a pipe (progress lines every
+    0.5 s, whatever mode this shell asks for)."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    ok(main(workdir))
-    return workdir
+    started = time.monotonic()
+    proc = ok(main(workdir, W2S_PROGRESS_SECONDS="0.5", W2S_PROGRESS=""))
+    return workdir, proc, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def reference(uninterrupted):
+    return uninterrupted[0]
+
+
+@needs_data
+def test_a_run_logged_to_a_pipe_has_no_carriage_returns_and_few_lines(uninterrupted):
+    _, proc, wall = uninterrupted
+    log = proc.stdout + proc.stderr
+    assert "\r" not in log
+    progress = [x for x in log.splitlines() if LINE.match(x) or DONE.match(x)]
+    done = [x for x in progress if DONE.match(x)]
+    # one "done" line per stage: 3 trained models and their 3 D_test scorings (+ the weak labels)
+    trained = {DONE.match(x)["desc"] for x in done if " step in " in x}
+    assert trained == {"weak_ceiling", "strong_ceiling", "student_no_conflict"}
+    assert len(progress) <= wall / 0.5 + 2 * len(done), progress  # at most one line per interval, plus the ends
 
 
 def per_example(workdir: Path) -> dict:

@@ -1,6 +1,5 @@
 """`train.eval_every`: curve points on D_test that never change what is trained (bitwise), with the right values,
-and the curves in metrics.jsonl of a whole (tiny) run."""
-import json
+and the curves in metrics.jsonl of a whole (tiny) run (on `test_switch_pipeline`'s run)."""
 from pathlib import Path
 
 import jax
@@ -84,23 +83,3 @@ def tiny_models_pad(seqs, T=12):
     for i, s in enumerate(seqs):
         ids[i, :len(s)], mask[i, :len(s)] = s, 1
     return ids, mask
-
-
-def test_a_run_writes_the_curves_per_model(tmp_path):
-    from w2s_jax import experiments
-    from w2s_jax.config_check import validate
-    from w2s_jax.configs import load_config_file
-
-    c = load_config_file(str(ROOT / "tests" / "tiny_rm_config.py"))
-    if not Path(c.data.dir).is_dir():
-        pytest.skip(f"shared HH data not found at {c.data.dir}")
-    c.train.eval_every = 3
-    experiments.run(c, tmp_path / "wd", validate(c, n_devices=1))
-    lines = [json.loads(line) for line in (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()]
-    points = {}
-    for line in lines:
-        if "eval_loss" in line:
-            points.setdefault(line["role"], []).append(line["step"])
-    # 64 pairs / batch 8 = 8 steps: points at 3, 6 and the last, for each of the three models
-    assert points == {role: [3, 6, 8] for role in ("weak_ceiling", "strong_ceiling", "student_no_conflict")}
-    assert (tmp_path / "wd" / "results.json").exists()

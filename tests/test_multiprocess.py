@@ -1,9 +1,9 @@
-"""Several processes, one run: 2 processes x 2 CPU devices give the results of 1 process x 4 devices.
+"""Several processes, one run: 2 processes x 2 CPU devices give the results of the shared tiny run (one process,
+one device; `tests/shared_runs.py`), the mesh being no part of what a model is.
 
 The multi-process run goes through `launch/multiprocess_cpu.sh` (JAX's distributed runtime, gloo collectives),
 so the launcher, the flags/environment plumbing, the sharded batches, the gathered scores, the orbax
-checkpoints written by both processes and the primary-only files are all exercised. Both runs get the same
-XLA flags (fast, low-optimisation CPU compiles: compiling dominates a run this small)."""
+checkpoints written by both processes and the primary-only files are all exercised."""
 import json
 import os
 import subprocess
@@ -14,44 +14,30 @@ import numpy as np
 import pytest
 
 import runs
+from shared_runs import shared_run, tiny_config
 from w2s_jax import distributed
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-HH = SHARED / "hh-single-turn"
-HELPFUL = SHARED / "bigbench" / "hhh_alignment" / "helpful" / "task.json"
 
+# the shared tiny reward-model config (demo-world data, random-init models), its batches split over every device
 TINY_CONFIG = '''
-from w2s_jax.configs import reward_model_config
+import sys
+sys.path.insert(0, {tests!r})
+from shared_runs import tiny_config
 
 def get_config():
-    c = reward_model_config("paper")
-    c.data.source, c.data.dir, c.data.conflict_path = "dir", {data_dir!r}, {conflict!r}
-    c.data.n_gt = c.data.n_weak = c.data.n_test = 64
-    c.data.n_conflict = 16
-    c.data.max_len, c.data.bucket_multiple = 32, 32
-    for which, (hidden, layers) in (("weak", (16, 1)), ("strong", (32, 2))):
-        c[which].update(name="tiny-" + which, init="random", tokenizer="bpe:300")
-        c[which].arch.update(family="llama", hidden_size=hidden, num_layers=layers, num_heads=2)
-    c.train.update(batch_size=16, epochs=1, eval_batch_size=32, save_every=0, lr=1e-3)
-    c.mesh.update(data=1, fsdp=-1, tensor=1)
-    c.students = "explicit"
+    c = tiny_config()
+    c.mesh.fsdp = -1
+    c.students = "no_conflict"  # the implicit student adds no code path of its own here
     return c
 '''
 
 
-def _env(n_devices: int | None) -> dict:
+def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("W2S_", "JAX_", "SLURM_"))}
     env.update(runs.cache_env(), JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHON=sys.executable, XLA_FLAGS=runs.xla_flags(n_devices))
+               PYTHON=sys.executable, XLA_FLAGS=runs.xla_flags(None))
     return env
-
-
-def _check(proc: subprocess.CompletedProcess, what: str, logs: Path | None = None) -> None:
-    if proc.returncode != 0:
-        extra = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log"))) if logs \
-            else ""
-        pytest.fail(f"{what} exited {proc.returncode}\n{proc.stdout[-4000:]}{extra}")
 
 
 def _losses(workdir: Path) -> dict:
@@ -62,27 +48,26 @@ def _losses(workdir: Path) -> dict:
     return out
 
 
-@pytest.mark.skipif(not (HH.is_dir() and HELPFUL.exists()), reason=f"shared HH data not found at {HH}")
-def test_two_processes_give_the_one_process_results(tmp_path):
+def test_two_processes_give_the_one_process_results(tmp_path, tmp_path_factory):
+    one, _, ref = shared_run(tmp_path_factory, tiny_config())
     config = tmp_path / "tiny_rm.py"
-    config.write_text(TINY_CONFIG.format(data_dir=str(HH), conflict=str(HELPFUL)))
-    one, two, logs = tmp_path / "one", tmp_path / "two", tmp_path / "logs"
-    args = [f"--config={config}"]
-    single = subprocess.run([sys.executable, "-m", "w2s_jax.main", *args, f"--workdir={one}"], cwd=REPO,
-                            env=_env(4), capture_output=True, text=True, timeout=600)
-    _check(single, "1 process x 4 devices")
-    env = _env(None)
+    config.write_text(TINY_CONFIG.format(tests=str(REPO / "tests")))
+    two, logs = tmp_path / "two", tmp_path / "logs"
+    env = _env()
     env["W2S_LOG_DIR"] = str(logs)
-    multi = subprocess.run(["bash", str(REPO / "launch" / "multiprocess_cpu.sh"), "2", "2", *args,
+    multi = subprocess.run(["bash", str(REPO / "launch" / "multiprocess_cpu.sh"), "2", "2", f"--config={config}",
                             f"--workdir={two}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=600)
-    _check(multi, "2 processes x 2 devices", logs)
+    if multi.returncode != 0:
+        extra = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
+        pytest.fail(f"2 processes x 2 devices exited {multi.returncode}\n{multi.stdout[-4000:]}{extra}")
 
-    ref, got = json.loads((one / "results.json").read_text()), json.loads((two / "results.json").read_text())
-    assert [m["role"] for m in got["runs"][0]["models"]] == ["weak_ceiling", "strong_ceiling", "student_explicit"]
+    got = json.loads((two / "results.json").read_text())
+    assert got["metadata"]["process_count"] == 2 and got["metadata"]["devices"]["count"] == 4
+    assert [m["role"] for m in got["runs"][0]["models"]] == ["weak_ceiling", "strong_ceiling", "student_no_conflict"]
     assert got["test_labels"] == ref["test_labels"]
-    for r, g in zip(ref["runs"][0]["models"], got["runs"][0]["models"]):
-        assert len(g["test_correct"]) == 64
+    for r, g in zip(ref["runs"][0]["models"], got["runs"][0]["models"]):  # the reference's first three
+        assert len(g["test_correct"]) == 32
         assert g["test_correct"] == r["test_correct"], r["role"]
         np.testing.assert_allclose(g["test_logits"], r["test_logits"], atol=1e-4, err_msg=r["role"])
         if r["role"].endswith("ceiling"):  # students hash their labels, which may differ in the last bit
@@ -92,8 +77,9 @@ def test_two_processes_give_the_one_process_results(tmp_path):
     np.testing.assert_allclose(weak_got["logits"], weak_ref["logits"], atol=1e-4)
     # one writer: the primary's metrics only (process 1 appending would double the lines), and only it reports
     losses_ref, losses_got = _losses(one), _losses(two)
-    assert {k: len(v) for k, v in losses_got.items()} == {k: len(v) for k, v in losses_ref.items()}
-    for role, curve in losses_ref.items():
+    assert set(losses_ref) - set(losses_got) == {"student_implicit"}
+    for role, curve in losses_got.items():
+        assert len(curve) == len(losses_ref[role]), role
         np.testing.assert_allclose(losses_got[role], curve, atol=1e-4, err_msg=role)
     assert "results:" in multi.stdout
     assert "results:" not in (logs / "process-1.log").read_text()

@@ -1,6 +1,7 @@
 """A tiny reward-model run with the original's switches on: Adafactor, head-only training, the "!" quirk and a
 separate student loss. Every model loads back through the API, and head-only training leaves the strong ceiling's
-and the student's backbones bitwise equal (both start from the same strong base)."""
+and the student's backbones bitwise equal (both start from the same strong base). The run also writes D_test curve
+points (`train.eval_every`) to metrics.jsonl."""
 import json
 from pathlib import Path
 
@@ -22,8 +23,16 @@ def test_a_run_with_the_switches_trains_and_loads_back(tmp_path):
         pytest.skip(f"shared HH data not found at {c.data.dir}")
     c.train.update(optim="adafactor", freeze_lm=True, w2s_loss="product", save_every=0)
     c.model.reward_index = "nonzero_count"
+    c.train.eval_every = 3
     wd = tmp_path / "wd"
     experiments.run(c, wd, validate(c, n_devices=1))
+    points = {}
+    for line in (wd / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval_loss" in row:
+            points.setdefault(row["role"], []).append(row["step"])
+    # 64 pairs / batch 8 = 8 steps: points at 3, 6 and the last, for each of the three models
+    assert points == {role: [3, 6, 8] for role in ("weak_ceiling", "strong_ceiling", "student_no_conflict")}
     results = json.loads((wd / "results.json").read_text())
     loaded = {m["role"]: load_trained(wd, m["role"]) for m in results["runs"][0]["models"]}
     assert set(loaded) == {"weak_ceiling", "strong_ceiling", "student_no_conflict"}
