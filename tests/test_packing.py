@@ -1,4 +1,9 @@
-"""Packed rows give every sequence the hidden states, rewards, loss and gradients of the padded layout."""
+"""Packed rows give every sequence the hidden states, rewards, loss and gradients of the padded layout.
+
+What packing changes is the forward (positions and the segment mask, per family: learned, offset and rotary
+positions, sliding windows) and each objective's gather of its sequences' rewards or token log-probs from the rows
+(per objective, the same for every family). So every family is checked through one reward and one policy objective
+(BCE, DPO), and every objective on one family (Llama); the full cross product would add compiles, not cases."""
 import jax
 import numpy as np
 import pytest
@@ -24,8 +29,12 @@ def test_pack_places_every_sequence_once():
         pack([np.ones(11)], row_len=10)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "opt-350m", "mistral"])
+FAMILIES = ("gpt2", "llama", "opt-350m", "mistral")
+
+
+@pytest.fixture(scope="module")
 def loaded(request, tmp_path_factory):
+    """The tiny model of the family `request.param` (tests pass it indirectly), built once per module."""
     directory = tmp_path_factory.mktemp(request.param)
     tiny_models.build(request.param, directory)
     return from_pretrained(str(directory), reward_head=True)
@@ -42,7 +51,8 @@ def _pair_batch(n_pairs, T, seed):
     return batch
 
 
-@pytest.mark.parametrize("kind", ["bce", "explicit"])
+@pytest.mark.parametrize("loaded, kind", [(f, "bce") for f in FAMILIES] + [("llama", "explicit")],
+                         indirect=["loaded"])
 def test_packed_loss_and_grads_equal_padded(loaded, kind):
     batch = _pair_batch(8, T=24, seed=1)
     objective = RewardModel(kind, 0.5 if kind == "explicit" else None)
@@ -72,7 +82,9 @@ def _policy_batch(n, T, seed, sides):
     return batch
 
 
-@pytest.mark.parametrize("objective", ["sft", "dpo", "simpo_explicit"])
+@pytest.mark.parametrize("loaded, objective", [(f, "dpo") for f in FAMILIES] + [("llama", "sft"),
+                                                                                ("llama", "simpo_explicit")],
+                         indirect=["loaded"])
 def test_packed_policy_objectives_equal_padded(loaded, objective):
     unit = {"sft": SFT(chunk_size=5), "dpo": DPO(beta=0.5, chunk_size=7),
             "simpo_explicit": SimPO(beta=0.5, gamma=0.3, alpha=0.5, chunk_size=7)}[objective]
