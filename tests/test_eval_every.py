@@ -1,6 +1,5 @@
 """`train.eval_every`: curve points on D_test that never change what is trained (bitwise), with the right values,
 and the curves in metrics.jsonl of a whole (tiny) run (on `test_switch_pipeline`'s run)."""
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,6 @@ from w2s_jax.eval.inference import score_pairs
 from w2s_jax.objectives import RewardModel
 from w2s_jax.train.trainer import Trainer, TrainSpec
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_curve_points_on_hand_values():
