@@ -1,6 +1,5 @@
 """`train.eval_every`: curve points on D_test that never change what is trained (bitwise), with the right values,
 and the curves in metrics.jsonl of a whole (tiny) run (on `test_switch_pipeline`'s run)."""
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +12,6 @@ from w2s_jax.eval import curves
 from w2s_jax.eval.inference import score_pairs
 from w2s_jax.objectives import RewardModel
 from w2s_jax.train.trainer import Trainer, TrainSpec
-
 
 
 def test_curve_points_on_hand_values():
