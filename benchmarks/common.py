@@ -33,14 +33,21 @@ RECIPE = {"rm": ({}, 1e-5, "cosine_to_zero"), "dpo": ({"beta": 0.1}, 1e-6, "warm
           "simpo": ({"beta": 2.0, "gamma": 1.0}, 1e-6, "warmup_constant")}
 
 
-def parser(doc: str, out: bool = True, worker: bool = False) -> argparse.ArgumentParser:
-    """A parser described by the docstring's first paragraph, with --out and the hidden --worker(-out) of `spawn`."""
+def parser(doc: str, out: bool = True, worker: bool = False, **options) -> argparse.ArgumentParser:
+    """A parser described by the docstring's first paragraph, with --out, the hidden --worker(-out) of `spawn`, and
+    one --NAME (also spelt with dashes) per option: its default, of the default's type (a bool: a flag)."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     if out:
         p.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
     if worker:
         p.add_argument("--worker", default="", help=argparse.SUPPRESS)
         p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    for name, default in options.items():
+        names = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+        if isinstance(default, bool):
+            p.add_argument(*names, action="store_true")
+        else:
+            p.add_argument(*names, type=type(default), default=default, help="default: %(default)s")
     return p
 
 
@@ -54,8 +61,8 @@ def serve(args, workers: dict, extra=None) -> dict | None:
 
 
 def spawn(module: str, argv: list[str], worker: str, env: dict | None = None, check: bool = True) -> dict:
-    """The JSON that `python -m MODULE ARGV --worker WORKER` (run from the repository root) writes to --worker-out.
-    With `check`, a failure ends the benchmark; without, the output is quiet and a failure is {"error": last line}."""
+    """The JSON that `python -m MODULE ARGV --worker WORKER` writes. With `check`, a failure ends the benchmark;
+    without, the output is quiet and a failure is {"error": its last line}."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         proc = subprocess.run([sys.executable, "-m", module, *argv, "--worker", worker, "--worker-out", str(out)],
@@ -95,27 +102,23 @@ def build_gpt2_tokenizer(asset: str, out: Path) -> None:
     chars = lambda token: "".join(enc[x] for x in token)
     merges = [tuple(map(chars, split(t, r))) for t, r in sorted(ranks.items(), key=lambda kv: kv[1]) if len(t) > 1]
     vocab = {chars(t): r for t, r in ranks.items()} | {"<|endoftext|>": len(ranks)}
-    tok = transformers.GPT2TokenizerFast(vocab=vocab, merges=merges)  # transformers 5 keywords
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    tok.save_pretrained(tmp)
+    transformers.GPT2TokenizerFast(vocab=vocab, merges=merges).save_pretrained(tmp)  # transformers 5 keywords
     os.replace(tmp, out)  # atomic: a reader sees the whole folder or none
 
 
 def gpt2_tokenizer(directory: Path = TOKENIZER_DIR):
+    import transformers
+
     if not (directory / "tokenizer.json").exists():
         found = [f for g in ASSET_GLOBS for f in sorted(glob.glob(g, recursive=True))]
         if not found:
             sys.exit(f"GPT-2 tokenizer not found in {directory} and no asset to build it from. Run\n"
                      f"  pip download --no-deps openai-whisper==20250625 -d /tmp/whisper")
         print(f"building the GPT-2 tokenizer in {directory} from {found[0]}", flush=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
         build_gpt2_tokenizer(found[0], directory)
-    import transformers
-
-    tok = transformers.AutoTokenizer.from_pretrained(directory)
-    if tok("Hello world")["input_ids"] != [15496, 995] or len(tok) != 50257:
-        sys.exit(f"{directory} is not the GPT-2 tokenizer ('Hello world' -> {tok('Hello world')['input_ids']})")
-    return tok
+    return transformers.AutoTokenizer.from_pretrained(directory)
 
 
 def pair_dataset(pairs, tokenizer, max_len: int, policy: bool):
@@ -145,8 +148,7 @@ def objective(name: str, chunk_size: int | None = 128):
 
 
 def load_model(name: str, num_layers: int, max_len: int, remat: str):
-    """(model `name` as the pipeline builds it, cut to its first `num_layers` layers (0: all), fp32, `remat`; its
-    one-device mesh)."""
+    """(model `name` as the pipeline builds it, its first `num_layers` layers (0: all), fp32; its one-device mesh)."""
     import jax
 
     from w2s_jax.models.build import build_model
@@ -161,8 +163,7 @@ def load_model(name: str, num_layers: int, max_len: int, remat: str):
 
 def synthetic_batch(rng, lengths, vocab: int) -> dict:
     """A host batch of random tokens with every key an objective reads: A has the first half of `lengths`, B the
-    second, right-padded to the longest; the response is the second half of each sequence; labels 0.7, the chosen
-    side always A, reference log-probs -50 (chosen) and -60."""
+    second; the response is the second half of each sequence; labels 0.7, reference log-probs -50 (A) and -60."""
     pairs, longest = len(lengths) // 2, int(max(lengths))
     batch = {"valid": np.ones(pairs, bool), "acc": np.ones(pairs, bool), "label": np.full(pairs, 0.7, np.float32),
              "gt": np.ones(pairs, np.float32), "ref_c": np.full(pairs, -50.0, np.float32),
@@ -200,9 +201,9 @@ def call_times(fn, repeat: int, warmup: int = 1) -> list[float]:
 
 
 def stepper(trainer, objective, model, params, lr: float, schedule: str = "constant", nsteps: int = 1000):
-    """(step, compiled): `step(microbatches, run=True) -> metrics` is the Trainer's real step (optimizer from
-    `Trainer.init`), compiled ahead of time (`Trainer.lower`) once per input shape into `compiled`; it carries the
-    train state from call to call and waits for the new state and the metrics (`run=False`: compile only)."""
+    """(step, compiled): `step(microbatches, run=True) -> metrics` is the Trainer's real step, compiled ahead of
+    time (`Trainer.lower`) once per input shape into `compiled`; it carries the train state from call to call and
+    waits for it (`run=False`: compile only)."""
     import jax
 
     from w2s_jax.train.trainer import TrainSpec
@@ -217,25 +218,18 @@ def stepper(trainer, objective, model, params, lr: float, schedule: str = "const
         if run:
             holder["state"], metrics = compiled[key](holder["state"], micro)
             return jax.block_until_ready((holder["state"], metrics))[1]
-        return None
 
     return step, compiled
 
 
 def xla_figures(compiled) -> dict:
-    """XLA's own figures of a compiled step: the bytes of its memory analysis, peak = arguments + outputs -
-    aliased (the donated state) + temporaries, and its FLOP count (a scanned layer stack's body counted once;
-    None where the backend gives none)."""
+    """XLA's bytes of a compiled step, peak = arguments + outputs - aliased (the donated state) + temporaries, and
+    its FLOP count (a scanned layer stack's body counted once)."""
     mem = compiled.memory_analysis()
-    kinds = ("argument", "output", "alias", "temp", "generated_code")
-    out = {k: float("nan") if mem is None else getattr(mem, f"{k}_size_in_bytes") for k in kinds}
+    out = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp", "generated_code")}
     out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
-    try:
-        cost = compiled.cost_analysis()
-        out["flops"] = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", float("nan")))
-    except Exception as e:  # noqa: BLE001  cost analysis is best-effort on some backends
-        out |= {"flops": None, "cost_analysis_error": str(e)[:200]}
-    return out
+    cost = compiled.cost_analysis()
+    return out | {"flops": float((cost[0] if isinstance(cost, list | tuple) else cost).get("flops", float("nan")))}
 
 
 def error(e: Exception, limit: int = 200) -> str:
@@ -246,8 +240,7 @@ def error(e: Exception, limit: int = 200) -> str:
 def header(name: str, argv=None, modules=("jax",)) -> dict:
     """Who, where and when of a result file, with the versions of `modules`."""
     versions = {m: importlib.import_module(m).__version__ for m in modules} | {"python": platform.python_version()}
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     return {"benchmark": name, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "hostname": socket.gethostname(), "argv": sys.argv[1:] if argv is None else list(argv),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -270,6 +263,17 @@ def write_result(path: Path, report: dict) -> Path:
     return path
 
 
+def table(rows: list[dict], columns: str, header: bool = True) -> None:
+    """columns: 'key<12 other>9.3f ...' (a key and its format spec; the key is the title); a row without a key
+    prints '-'."""
+    cols = [re.fullmatch(r"(\w+)(([<>^]?)(\d*).*)", c).groups() for c in columns.split()]
+    cols = [(key, spec, f"{align}{max(len(key), int(width or 0))}") for key, spec, align, width in cols]
+    if header:
+        print(" ".join(f"{key:{width}}" for key, _, width in cols))
+    for r in rows:
+        print(" ".join(f"{f'{r[key]:{spec}}' if key in r else '-':{width}}" for key, spec, width in cols), flush=True)
+
+
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]], header: bool = True) -> None:
     """columns: (title, key, format spec such as '<12' or '>9.3f'); a row without a key prints '-'."""
     width = lambda spec: re.match(r"[<>^]?\d*", spec).group()  # the alignment and width alone
@@ -283,12 +287,11 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]], header: b
 def run_main(flags: list[str], check: bool = True, quiet: bool = True) -> tuple[float, int]:
     """(wall seconds, exit status) of `python -m w2s_jax.main FLAGS` in a fresh process from the repository root:
     start-up, pretraining, tokenization and every compile count. With `check`, a failure ends the benchmark."""
-    cmd = [sys.executable, "-m", "w2s_jax.main", *flags]
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=quiet, text=True)
-    wall = time.perf_counter() - started
+    proc = subprocess.run([sys.executable, "-m", "w2s_jax.main", *flags], check=False, cwd=ROOT, env=env,
+                          capture_output=quiet, text=True)
     if check and proc.returncode != 0:
         sys.stderr.write((proc.stdout or "")[-4000:] + (proc.stderr or "")[-4000:])
-        raise SystemExit(f"exit status {proc.returncode}: {' '.join(cmd)}")
-    return wall, proc.returncode
+        raise SystemExit(f"exit status {proc.returncode}: python -m w2s_jax.main {' '.join(flags)}")
+    return time.perf_counter() - started, proc.returncode

