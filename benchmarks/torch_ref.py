@@ -1,20 +1,12 @@
-"""The PyTorch + `transformers` contenders of `run` and `real_rm`: the same work as ours, done the usual ways.
-
-"batched": chosen/A and rejected/B in one forward per micro-batch, right-padded to its longest sequence (dynamic
-padding, as TRL does), gradient accumulation, `torch.optim.Adam`. "1pair" (`one_pair`): the original recipe, one
-pair per micro-batch, each side in its own unpadded forward, `(loss / batch).backward()`, one optimizer step.
-DPO reads the reference log-probs of the batch (`ref_c`, `ref_r`) where they were cached, and otherwise runs the
-reference model every step (as TRL does without precomputed reference log-probs).
-"""
-from pathlib import Path
-
+"""The PyTorch + `transformers` contenders of `run` and `real_rm`: the same work as ours, done the usual ways
+(batched with dynamic padding, or one pair at a time; README "Benchmarks")."""
 import numpy as np
 import torch
 import transformers
 from safetensors.torch import save_file
 
 
-def save_random_gpt2(directory: Path) -> None:
+def save_random_gpt2(directory) -> None:
     """Random GPT-2-small weights (seed 0) and a reward head, saved once for both frameworks."""
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(directory)
@@ -22,20 +14,17 @@ def save_random_gpt2(directory: Path) -> None:
     save_file({"weight": head.weight.detach().contiguous()}, str(directory / "reward_head.safetensors"))
 
 
-def _rows(batch: dict, keys, sl: slice, sides: str) -> list[torch.Tensor]:
-    """`keys` of the rows `sl` of each side, side after side, cut to the longest of them."""
-    longest = int(np.concatenate([batch[f"mask_{s}"][sl] for s in sides]).sum(1).max())
-    return [torch.from_numpy(np.concatenate([batch[f"{k}_{s}"][sl] for s in sides])[:, :longest].astype(np.int64))
-            for k in keys]
-
-
-def _forwards(batch: dict, keys, micro: int, one_pair: bool):
-    """(first pair, pairs in the micro-batch, the forwards' inputs) per micro-batch: A and B together or each
-    alone."""
+def micro_batches(batch: dict, keys, micro: int, one_pair: bool):
+    """(first pair, pairs, the forwards' inputs) per micro-batch: A and B in one forward, or with `one_pair` each
+    side of one pair alone; rows cut to the longest of them."""
     step = 1 if one_pair else micro
     for lo in range(0, len(batch["valid"]), step):
-        sl = slice(lo, lo + step)
-        yield lo, len(batch["valid"][sl]), [_rows(batch, keys, sl, s) for s in (("a", "b") if one_pair else ("ab",))]
+        sl, forwards = slice(lo, lo + step), []
+        for sides in ("a", "b") if one_pair else ("ab",):
+            rows = {k: np.concatenate([batch[f"{k}_{s}"][sl] for s in sides]) for k in keys}
+            longest = int(rows["mask"].sum(1).max())
+            forwards.append([torch.from_numpy(rows[k][:, :longest].astype(np.int64)) for k in keys])
+        yield lo, len(batch["valid"][sl]), forwards
 
 
 def head_reward(trunk, head):
@@ -56,59 +45,51 @@ def logps(model, ids, mask, loss_mask):
     return summed, summed / weights.sum(-1).clamp(min=1)
 
 
-def _update(opt, scheduler=None) -> None:
+def train_step(objective: str, fn, opt, batch, micro: int, one_pair: bool = False, scheduler=None, reference=None,
+               beta: float = 0.0, gamma: float = 0.0) -> float:
+    """One step of `objective` (rm: BCE of r(A) - r(B), `fn` the reward; dpo, simpo: `fn` the policy, rows [chosen;
+    rejected]) accumulated over micro-batches; DPO reads the batch's cached reference log-probs (`ref_c`, `ref_r`)
+    or runs `reference`. Returns the last micro-batch's loss."""
+    n, keys = len(batch["valid"]), ("ids", "mask") if objective == "rm" else ("ids", "mask", "loss_mask")
+    for lo, k, forwards in micro_batches(batch, keys, micro, one_pair):
+        if objective == "rm":
+            r = torch.cat([fn(*inputs) for inputs in forwards])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(r[:k] - r[k:],
+                                                                        torch.from_numpy(batch["label"][lo:lo + k]))
+        else:
+            summed, mean = (torch.cat(x) for x in zip(*(logps(fn, *inputs) for inputs in forwards)))
+            if objective == "simpo":
+                margin = beta * (mean[:k] - mean[k:]) - gamma
+            elif "ref_c" in batch:
+                margin = beta * ((summed[:k] - summed[k:]) -
+                                 torch.from_numpy(batch["ref_c"][lo:lo + k] - batch["ref_r"][lo:lo + k]))
+            else:
+                with torch.no_grad():
+                    ref = torch.cat([logps(reference, *inputs)[0] for inputs in forwards])
+                margin = beta * ((summed[:k] - summed[k:]) - (ref[:k] - ref[k:]))
+            loss = -torch.nn.functional.logsigmoid(margin).mean()
+        (loss * k / n).backward()
     opt.step()
     if scheduler is not None:
         scheduler.step()
     opt.zero_grad(set_to_none=True)
-
-
-def rm_step(reward, opt, batch, micro: int, one_pair: bool = False, scheduler=None) -> float:
-    """One reward-model step: BCE of r(A) - r(B) on the soft labels, accumulated over micro-batches; returns the
-    last micro-batch's loss."""
-    n = len(batch["label"])
-    for lo, k, forwards in _forwards(batch, ("ids", "mask"), micro, one_pair):
-        r = torch.cat([reward(*inputs) for inputs in forwards])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(r[:k] - r[k:],
-                                                                    torch.from_numpy(batch["label"][lo:lo + k]))
-        (loss * k / n).backward()
-    _update(opt, scheduler)
-    return loss.item()
-
-
-def policy_step(policy, reference, opt, batch, micro: int, algorithm: str, beta: float, gamma: float = 0.0,
-                one_pair: bool = False, scheduler=None) -> float:
-    """One DPO or SimPO step (rows are [chosen k; rejected k] of each micro-batch); returns the last micro-batch's
-    loss."""
-    n = len(batch["valid"])
-    for lo, k, forwards in _forwards(batch, ("ids", "mask", "loss_mask"), micro, one_pair):
-        pol = [torch.cat(x) for x in zip(*(logps(policy, *inputs) for inputs in forwards))]
-        if algorithm == "simpo":
-            margin = beta * (pol[1][:k] - pol[1][k:]) - gamma
-        elif "ref_c" in batch:
-            margin = beta * ((pol[0][:k] - pol[0][k:]) -
-                             torch.from_numpy(batch["ref_c"][lo:lo + k] - batch["ref_r"][lo:lo + k]))
-        else:
-            with torch.no_grad():
-                ref = torch.cat([logps(reference, *inputs)[0] for inputs in forwards])
-            margin = beta * ((pol[0][:k] - pol[0][k:]) - (ref[:k] - ref[k:]))
-        loss = -torch.nn.functional.logsigmoid(margin).mean()
-        (loss * k / n).backward()
-    _update(opt, scheduler)
     return loss.item()
 
 
 @torch.no_grad()
-def pair_scores(batch, micro: int, reward=None, policy=None) -> np.ndarray:
-    """Per pair of one eval batch, A and B in one forward per micro-batch: [1, pairs] z = r(A) - r(B) with
-    `reward`; with `policy`, [4, pairs] summed log-probs of A, of B, then mean log-probs of A, of B."""
-    out = []
-    for _, k, (inputs,) in _forwards(batch, ("ids", "mask") if policy is None else ("ids", "mask", "loss_mask"),
-                                     micro, False):
-        if policy is None:
-            r = reward(*inputs)
-            out.append((r[:k] - r[k:])[None])
-        else:
-            summed, mean = logps(policy, *inputs)
-            out.append(torch.stack([summed[:k], summed[k:], mean[:k], mean[k:]]))
-    return torch.cat(out, 1).numpy()
+def scores(batches, n: int, micro: int, reward=None, policy=None) -> np.ndarray:
+    """Per pair of the eval batches (n pairs in all), A and B in one forward per micro-batch: [1, n] z = r(A) - r(B)
+    with `reward`; with `policy`, [4, n] summed log-probs of A, of B, then mean log-probs of A, of B."""
+    out = np.zeros((1 if policy is None else 4, n), np.float32)
+    for b in batches:
+        rows = []
+        for _, k, (inputs,) in micro_batches(b, ("ids", "mask") if policy is None else ("ids", "mask", "loss_mask"),
+                                             micro, False):
+            if policy is None:
+                r = reward(*inputs)
+                rows.append((r[:k] - r[k:])[None])
+            else:
+                summed, mean = logps(policy, *inputs)
+                rows.append(torch.stack([summed[:k], summed[k:], mean[:k], mean[k:]]))
+        out[:, b["index"][b["valid"]]] = torch.cat(rows, 1).numpy()[:, b["valid"]]
+    return out
