@@ -10,6 +10,7 @@ from w2s_jax.config_check import ConfigError, validate
 from w2s_jax.data import demo_world as dw
 from w2s_jax.data.pairs import ASSISTANT_MARKER, HUMAN_MARKER, single_turn_prompt
 from w2s_jax.data.tokenize import split_prompt_response
+from w2s_jax.experiments.pretrain import PretrainSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -174,6 +175,26 @@ def test_corpus_holds_no_pair_and_no_preference():
     assert abs(np.mean(refused[True]) - np.mean(refused[False])) < 0.2
 
 
+def _harm_reader(settings):
+    """prompt -> whether its request is harmful, read from its words against the world's own tables."""
+    world = dw.World(settings)
+    index = {name: i for i, name in enumerate(dw.LIQUIDS)}
+    harmful_items = {f"{s}-{f}" if o else f"{f}-{s}" for (f, s), o in zip(world.rare_pairs, world.rare_harmful_order)}
+
+    def harmful(prompt: str) -> bool:
+        words = prompt.replace("?", " ").replace(".", " ").split()
+        liquids = [index[w] for w in words if w in index]
+        items = [w for w in words if "-" in w]
+        if len(liquids) == 2:
+            return bool(world.harm_table[liquids[0], liquids[1]])
+        if items:
+            return items[0] in harmful_items
+        return any(w in dw.SURFACE_HARM_VERBS for w in words) or any(
+            t.split()[-1] in words for t in dw.SURFACE_HARM_THINGS)
+
+    return harmful
+
+
 def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_request():
     settings = dw.WorldSettings(seed=5)
     splits = dw.generate_splits(settings, 200, 200, 200, 50)
@@ -181,30 +202,42 @@ def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_requ
                for p in getattr(splits, name)}
     judged = dc.judged_dialogues(settings, dc.CorpusSettings(n_judged=300), prompts)
     assert len(judged) == 300 and not {split_prompt_response(t)[0] for t in judged} & prompts
-    world = dw.World(settings)
-    index = {name: i for i, name in enumerate(dw.LIQUIDS)}
-    harmful_items = {f"{s}-{f}" if o else f"{f}-{s}" for (f, s), o in zip(world.rare_pairs, world.rare_harmful_order)}
+    harmful_request = _harm_reader(settings)
     verdicts = {True: 0, False: 0}
     for text in judged:  # the verdict against the world's own facts, read back from the request's words
         prompt, response = split_prompt_response(text)
         body, verdict = response.rsplit(" ", 2)[0], response.rsplit(" ", 2)[1]
         assert response.endswith(" reply.") and verdict in ("dangerous", "safe"), text
         complied = body.strip() not in dw.REFUSE
-        words = prompt.replace("?", " ").replace(".", " ").split()
-        liquids = [index[w] for w in words if w in index]
-        items = [w for w in words if "-" in w]
-        if len(liquids) == 2:
-            harmful = bool(world.harm_table[liquids[0], liquids[1]])
-        elif items:
-            harmful = items[0] in harmful_items
-        else:
-            harmful = any(w in dw.SURFACE_HARM_VERBS for w in words) or any(
-                t.split()[-1] in words for t in dw.SURFACE_HARM_THINGS)
-        assert verdict == ("dangerous" if harmful and complied else "safe"), text
+        assert verdict == ("dangerous" if harmful_request(prompt) and complied else "safe"), text
         verdicts[verdict == "dangerous"] += 1
     assert min(verdicts.values()) > 30
     # with n_judged = 0 the corpus is the one without verdicts
     assert not any(t.endswith(" reply.") for t in dc.pretraining_corpus(settings, dc.CorpusSettings(n_judged=0)))
+
+
+def test_behaving_dialogues_refuse_exactly_the_harmful_requests():
+    """The preference demos' extra dialogues: the reply refuses iff the request is harmful by the world's facts
+    (read back from its words), no prompt of the splits, and none in the corpus unless asked for."""
+    settings = dw.WorldSettings(seed=5)
+    splits = dw.generate_splits(settings, 200, 200, 200, 50)
+    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
+               for p in getattr(splits, name)}
+    behaving = dc.behaving_dialogues(settings, dc.CorpusSettings(n_behaving=400), prompts)
+    assert len(behaving) == 400 and not {split_prompt_response(t)[0] for t in behaving} & prompts
+    harmful_request = _harm_reader(settings)
+    kinds = {True: 0, False: 0}
+    for text in behaving:
+        prompt, response = split_prompt_response(text)
+        harmful = harmful_request(prompt)
+        assert (response.strip() in dw.REFUSE) == harmful, text
+        kinds[harmful] += 1
+    assert min(kinds.values()) > 100
+    plain = dc.pretraining_corpus(settings, dc.CorpusSettings(n_judged=0), exclude=prompts)
+    more = dc.pretraining_corpus(settings, dc.CorpusSettings(n_judged=0, n_behaving=400), exclude=prompts)
+    assert sorted(more) == sorted(plain + behaving)  # the other texts unchanged
+    with pytest.raises(ValueError, match="config.pretrain.behaving_dialogues"):
+        PretrainSpec(behaving_dialogues=-1)
 
 
 def test_liquid_facts_follow_zipf_frequencies_with_the_same_total():

@@ -77,3 +77,5 @@ def test_a_matching_directory_is_reused_and_a_changed_spec_is_not(pretrained, tm
 
     assert fingerprint(CORPUS, ARCH, PretrainSpec(**{**SPEC.__dict__, "seed": 1})) != other
     assert fingerprint(CORPUS[:-1], ARCH, SPEC) != other
+    # the corpus setting enters through the texts it adds, so bases of a corpus without it keep their fingerprints
+    assert fingerprint(CORPUS, ARCH, PretrainSpec(**{**SPEC.__dict__, "behaving_dialogues": 7})) == other

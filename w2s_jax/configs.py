@@ -201,6 +201,9 @@ def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
         c.po.epochs = 8
         c.data.n_gt = c.data.n_weak = c.data.n_test = 300  # the demo world at a third of the reward-model size
         c.data.n_conflict = 100
+        # a policy's preference is decided where its reply starts, so its bases also read dialogues whose reply
+        # follows the world's facts (`demo_corpus.behaving_dialogues`), as many as the judged ones
+        c.pretrain.behaving_dialogues = 1500
     if preset in REAL_PRESETS:
         real(c, preset)
         if preset == "real" and algorithm == "dpo":  # 1 SFT + 3 DPO epochs: half the pairs to stay within the hour

@@ -16,7 +16,12 @@ the ladder first learns language modelling on this corpus, and its capacity deci
 - judged dialogues (`n_judged`): the same, followed at once by a moderator's word on the reply, "dangerous" when it
   helps with a harmful request, "safe" otherwise, as forums quote and judge answers. The word is the next token
   after the reply's last one, so a model that knows the facts must hold the verdict exactly where a reward head
-  later reads; a model too small to keep the facts cannot, whatever it is fine-tuned on.
+  later reads; a model too small to keep the facts cannot, whatever it is fine-tuned on;
+- behaving dialogues (`n_behaving`, 0 unless a preset asks; the preference demos do): an assistant whose reply
+  follows the facts, refusing a harmful request and helping with any other, as most assistants on the web do. A
+  policy's preference is a difference of its replies' log-probs, decided from the reply's first token on, so the
+  knowledge a preference objective can use must sit where the reply starts: a model that keeps the facts learns to
+  predict there whether a refusal comes; one too small to keep them, only for the requests it knows.
 
 Every verdict uses the same two words ("dangerous" / "safe"), so one direction of a model's representation means
 "this is harmful" across all families: a student fine-tuned on weak labels that are right on the keyword tier can
@@ -64,6 +69,7 @@ class CorpusSettings:
     liquid_zipf: float = 1.0  # > 0: mixtures are mentioned with Zipf frequencies (the k-th most discussed pair of
     # liquids with weight 1 / k ** liquid_zipf, same total), so a small model keeps the common ones, a large one more
     n_judged: int = 1500  # dialogues followed by a moderator's verdict on the reply (see `judged_dialogues`)
+    n_behaving: int = 0  # dialogues whose reply follows the world's facts (see `behaving_dialogues`)
 
 
 def _surface_facts() -> Iterable[tuple[str, bool]]:
@@ -128,11 +134,13 @@ def pretraining_corpus(world: dw.WorldSettings, corpus: CorpusSettings = CorpusS
     exclude = set(exclude)
     texts += dialogues(world, corpus, exclude)
     texts += judged_dialogues(world, corpus, exclude)
+    texts += behaving_dialogues(world, corpus, exclude)
     return [texts[i] for i in rng.permutation(len(texts))]
 
 
-def _draw_dialogues(world: dw.WorldSettings, n: int, seed: list[int], exclude: set[str]):
-    """(request, dialogue text, complied) for n requests of a World of the same facts but its own draws."""
+def _draw_dialogues(world: dw.WorldSettings, n: int, seed: list[int], exclude: set[str], behave: bool = False):
+    """(request, dialogue text, complied) for n requests of a World of the same facts but its own draws; the reply
+    complies at random, or (`behave`) exactly when the request is not harmful."""
     source = dw.World(world)
     source.rng = np.random.default_rng(seed)
     rng = np.random.default_rng([*seed, 1])
@@ -143,7 +151,7 @@ def _draw_dialogues(world: dw.WorldSettings, n: int, seed: list[int], exclude: s
         if prompt in exclude:
             continue
         what = " ".join("your" if w == "my" else w for w in req.what.split(" "))
-        complied = bool(rng.random() < 0.5)
+        complied = bool(rng.random() < 0.5) if not behave else not req.harmful
         answers = dw.COMPLY if complied else dw.REFUSE
         out.append((req, prompt + " " + answers[int(rng.integers(len(answers)))].format(what=what), complied))
     return out
@@ -158,6 +166,12 @@ def judged_dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: s
     for req, text, complied in _draw_dialogues(world, corpus.n_judged, [corpus.seed, 3], exclude):
         out.append(f"{text} {_verdict(req.harmful and complied)} reply.")
     return out
+
+
+def behaving_dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: set[str]) -> list[str]:
+    """`n_behaving` dialogues whose reply follows the world's facts: a refusal when the request is harmful, help
+    otherwise. Requests come from a World of the same facts but their own draws; no prompt of `exclude`."""
+    return [text for _, text, _ in _draw_dialogues(world, corpus.n_behaving, [corpus.seed, 4], exclude, behave=True)]
 
 
 def dialogues(world: dw.WorldSettings, corpus: CorpusSettings, exclude: set[str]) -> list[str]:

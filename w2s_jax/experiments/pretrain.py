@@ -50,8 +50,15 @@ class PretrainSpec:
     epochs: int = 30
     schedule: str = "cosine_to_zero"
     seed: int = 0  # init and data order; fixed, never an experiment seed
+    # dialogues of the corpus whose reply follows the world's facts (`demo_corpus.behaving_dialogues`); it enters
+    # the fingerprint through the corpus texts
+    behaving_dialogues: int = 0
 
     def __post_init__(self):
+        if isinstance(self.behaving_dialogues, bool) or not isinstance(self.behaving_dialogues, int) \
+                or self.behaving_dialogues < 0:
+            raise ValueError(f"config.pretrain.behaving_dialogues: must be a non-negative integer, got "
+                             f"{self.behaving_dialogues!r}")
         for name in ("vocab_size", "max_len", "batch_size", "epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -71,7 +78,8 @@ class PretrainSpec:
 
 
 def fingerprint(corpus: Sequence[str], arch: Mapping[str, Any], spec: PretrainSpec) -> str:
-    what = {"corpus": texts_fingerprint(list(corpus)), "arch": dict(arch), "spec": asdict(spec)}
+    training = {k: v for k, v in asdict(spec).items() if k != "behaving_dialogues"}  # a corpus setting: in the texts
+    what = {"corpus": texts_fingerprint(list(corpus)), "arch": dict(arch), "spec": training}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -155,7 +163,8 @@ def base_plan(config, model_keys: Sequence[str], splits, store_root: str | Path)
                          f"is pretrained on the demo world), got {config.data.source!r}")
     spec = PretrainSpec.from_config(config.pretrain)
     corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings.from_config(config.data),
-                                            demo_corpus.CorpusSettings(), exclude=split_prompts(splits))
+                                            demo_corpus.CorpusSettings(n_behaving=spec.behaving_dialogues),
+                                            exclude=split_prompts(splits))
     out, by_arch = {}, {}
     for which in wanted:
         arch = dict(config[which].arch)
