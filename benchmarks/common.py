@@ -274,16 +274,6 @@ def table(rows: list[dict], columns: str, header: bool = True) -> None:
         print(" ".join(f"{f'{r[key]:{spec}}' if key in r else '-':{width}}" for key, spec, width in cols), flush=True)
 
 
-def print_table(rows: list[dict], columns: list[tuple[str, str, str]], header: bool = True) -> None:
-    """columns: (title, key, format spec such as '<12' or '>9.3f'); a row without a key prints '-'."""
-    width = lambda spec: re.match(r"[<>^]?\d*", spec).group()  # the alignment and width alone
-    if header:
-        print(" ".join(f"{title:{width(spec)}}" for title, _, spec in columns))
-    for r in rows:
-        print(" ".join(f"{r[key]:{spec}}" if key in r else f"{'-':{width(spec)}}" for _, key, spec in columns),
-              flush=True)
-
-
 def run_main(flags: list[str], check: bool = True, quiet: bool = True) -> tuple[float, int]:
     """(wall seconds, exit status) of `python -m w2s_jax.main FLAGS` in a fresh process from the repository root:
     start-up, pretraining, tokenization and every compile count. With `check`, a failure ends the benchmark."""

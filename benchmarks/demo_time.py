@@ -1,17 +1,6 @@
-"""Wall time and figures of `python -m w2s_jax.main`, run as a user runs it: in a subprocess, in a fresh work
-directory (start-up, pretraining, tokenizer training and every compile count).
-
-By default the offline demo (--config, every seed of its preset): the report's findings block, each base's
-pretraining time and each model's time per seed (run_log.json), every model's D_test accuracy per seed, the
-strong-weak gap, each model's accuracy per tier of the demo world and every student's error in the four knowledge
-regions (W_k / W_uk: the weak ceiling right / wrong; S_k / S_uk: the strong one), of all the test and of the harmful
-requests. Writes demo_time-<host>-<date>.json.
-
-With --sweep, a reward-model sweep at GPT-2 shapes: `configs/rm_sweep.py:shapes` (random-init models of the GPT-2
-checkpoints' shapes, the GPT-2 tokenizer of --tokenizer) on the paper's splits of --data (4000 pairs each of D_weak,
-D_gt and D_test), limited to --pairs; the conflict set --conflict, or else a stand-in of the same size (D_weak's
-pairs with chosen and rejected swapped). Each model's seconds, steps and compiles; writes sweep_time-<host>-<date>.json.
-"""
+"""Wall time and figures of `python -m w2s_jax.main`, run as a user runs it, in a subprocess and a fresh work
+directory: the offline demo (demo_time-*.json), or with --sweep the reward-model sweep at GPT-2 shapes
+(sweep_time-*.json); what each reports: README "Benchmarks"."""
 import json
 import sys
 import tempfile
@@ -44,12 +33,13 @@ def region_errors(correct: dict[str, np.ndarray], subset=True) -> dict:
 
 
 def summarize(results: dict) -> dict:
+    """Test accuracy per seed; of the first seed: the strong-weak gap, the region errors, the accuracy per tier."""
     from ml_collections import ConfigDict
 
     from w2s_jax.data.demo_world import demo_splits, tier_of
 
     per_seed = {str(r["seed"]): {m["role"]: round(m["test_accuracy"], 4) for m in r["models"]} for r in results["runs"]}
-    correct = {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][0]["models"]}  # the first seed's
+    correct = {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][0]["models"]}
     acc = per_seed[str(results["runs"][0]["seed"])]
     summary = {"test_accuracy": acc, "n_test": results["n_test"], "seeds": results["seeds"],
                "test_accuracy_per_seed": per_seed}
@@ -70,8 +60,8 @@ def summarize(results: dict) -> dict:
 def time_demo(args, workdir: Path) -> dict:
     wall, _ = common.run_main([f"--config={args.config}", f"--workdir={workdir}", *args.overrides])
     results, run_log = (json.loads((workdir / f).read_text()) for f in ("results.json", "run_log.json"))
-    command = ["python -m w2s_jax.main", f"--config={args.config}", "--workdir=DIR", *args.overrides]
-    return {"command": " ".join(command), "wall_seconds": round(wall, 1),
+    return {"command": " ".join(["python -m w2s_jax.main", f"--config={args.config}", "--workdir=DIR",
+                                 *args.overrides]), "wall_seconds": round(wall, 1),
             "pretrain_seconds": {which: b.get("seconds") for which, b in run_log.get("bases", {}).items()},
             "model_seconds": {str(r["seed"]): {role: m["seconds"] for role, m in r["models"].items()}
                               for r in run_log["runs"]}, **summarize(results),
@@ -79,8 +69,12 @@ def time_demo(args, workdir: Path) -> dict:
 
 
 def time_sweep(args, tmp: Path, workdir: Path) -> dict:
+    """`configs/rm_sweep.py:shapes` limited to --pairs, on the splits of --data; the conflict set --conflict, or
+    else a stand-in of the same size and lengths (D_weak with chosen and rejected swapped)."""
+    import jax
+
     conflict = args.conflict or str(tmp / "conflict_stand_in.jsonl")
-    if not args.conflict:  # D_weak swapped: the same count and lengths as a real conflict set
+    if not args.conflict:
         rows = [json.loads(x) for x in (args.data / "harmless_train_w2s.jsonl").read_text().splitlines() if x]
         Path(conflict).write_text("".join(json.dumps({"chosen": r["rejected"], "rejected": r["chosen"]}) + "\n"
                                           for r in rows))
@@ -101,8 +95,6 @@ def time_sweep(args, tmp: Path, workdir: Path) -> dict:
         data = json.loads((workdir / "results.json").read_text())
         report["test_accuracy"] = {f"{p.get('weak', '')}->{p.get('strong', '')}/{m['role']}": m["test_accuracy"]
                                    for p in data.get("pairs", [data]) for m in p.get("models", [])}
-    import jax
-
     return report | {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
 
 
@@ -131,15 +123,9 @@ def show(args, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = common.parser(__doc__)
-    p.add_argument("--sweep", action="store_true", help="time the reward-model sweep at GPT-2 shapes")
-    p.add_argument("--config", default="configs/rm_helpful.py:demo", help="the demo's config")
+    p = common.parser(__doc__, sweep=False, config="configs/rm_helpful.py:demo", pairs="gpt2->gpt2-xl",
+                      data=common.DATA.parent, tokenizer=str(common.TOKENIZER_DIR), conflict="", dtype="bfloat16")
     p.add_argument("--workdir", type=Path, help="default: a fresh temporary directory (nothing reused)")
-    p.add_argument("--pairs", default="gpt2->gpt2-xl", help="--sweep: the sweep's pairs")
-    p.add_argument("--data", type=Path, default=common.DATA.parent, help="--sweep: the folder of the splits")
-    p.add_argument("--tokenizer", default=str(common.TOKENIZER_DIR), help="--sweep: the GPT-2 tokenizer's folder")
-    p.add_argument("--conflict", default="", help="--sweep: JSONL of conflict pairs (default: a same-size stand-in)")
-    p.add_argument("--dtype", default="bfloat16", help="--sweep: compute dtype (master weights stay float32)")
     p.add_argument("overrides", nargs="*", help="more flags for w2s_jax.main, after --")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="sweep_time-" if args.sweep else "w2s-demo-"))

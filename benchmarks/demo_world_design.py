@@ -1,14 +1,5 @@
-"""Evidence for the pretrained demo world (issue 16): pretrain the ladder once, run the RM demo per seed, measure.
-
-1. Pretrains the sizes of `DEMO_LADDER` asked for on the world's corpus (`data/demo_corpus.py`) with
-   `experiments/pretrain.py`, once: a fixed pretraining seed, reused by fingerprint on the next call.
-2. Runs `python -m w2s_jax.main --config=configs/rm_helpful.py:demo` per seed, the weak and strong models pointed at
-   the pretrained directories (`--config.weak.name=DIR --config.weak.init=pretrained ...`).
-3. Prints per seed and over the seeds: the ceilings, the no-conflict student, PGR, the region sizes and
-   for the implicit and explicit students the deception contrast (of the examples the no-conflict student gets
-   right, the share the conflict student gets wrong in S_k & W_uk minus that share in S_k & W_k), with the 95%
-   intervals of `w2s_jax.eval.measures` (10k paired-bootstrap resamples of the test examples; over seeds as well).
-"""
+"""Evidence for the pretrained demo world (issue 16): pretrain the ladder once, run the RM demo per seed on the
+pretrained bases, print the ceilings, PGR, regions and deception contrasts with their 95% intervals (README)."""
 import json
 import time
 from pathlib import Path
@@ -28,7 +19,7 @@ def demo_splits():
     return demo_splits(load_config_file(str(common.ROOT / CONFIG)).data)
 
 
-def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float, corpus_settings) -> dict:
+def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float, corpus_settings) -> None:
     from w2s_jax.data import demo_corpus, demo_world
     from w2s_jax.data.tokenize import split_prompt_response
     from w2s_jax.experiments.pretrain import PretrainSpec, pretrain
@@ -38,18 +29,15 @@ def pretrain_ladder(out: Path, names: list[str], epochs: int, lr: float, corpus_
                for p in getattr(splits, name)}
     corpus = demo_corpus.pretraining_corpus(demo_world.WorldSettings(seed=0), corpus_settings, prompts)
     print(f"corpus: {len(corpus)} texts", flush=True)
-    records = {}
     for name, hidden, layers, heads in (x for x in demo_world.DEMO_LADDER if x[0] in names):
         arch = {"family": "llama", "hidden_size": hidden, "num_layers": layers, "num_heads": heads}
-        records[name] = r = pretrain(corpus, arch, out / name, PretrainSpec(epochs=epochs, lr=lr))
+        r = pretrain(corpus, arch, out / name, PretrainSpec(epochs=epochs, lr=lr))
         print(f"pretrained {name}: {r['steps']} steps, loss {r['final_loss']:.3f}, {r['seconds']} s", flush=True)
-    return records
 
 
 def fact_probe(directory: Path) -> dict:
-    """The pretrained LM's knowledge, read as next-word choices between " dangerous" and " safe": the liquid facts
-    ("Mixing a with b is"), the rare items ("To make x at home is"), and the verdict after a complying reply to each
-    harmful or benign request of D_test (where the reward head later reads), per family."""
+    """The pretrained LM's next-word choice between " dangerous" and " safe" after the liquid facts, the rare items
+    and a complying reply to each request of D_test (per family): the share right of each."""
     import jax.numpy as jnp
 
     from w2s_jax.data import demo_world as dw
@@ -85,8 +73,7 @@ def fact_probe(directory: Path) -> dict:
 
 
 def figures(m: dict, seed, i: int | None) -> dict:
-    """Seed number `i`'s figures in the metrics `m` of `measures.pair_metrics` (i None: over the seeds, the mean,
-    counts summed), each ratio with its 95% interval; printed."""
+    """Seed `i`'s figures in `measures.pair_metrics`'s `m` (i None: the mean over seeds), with 95% intervals."""
     at = (lambda e: e["mean"]) if i is None else (lambda e: e["per_seed"][i])
     count = (lambda e: int(sum(e["per_seed"]))) if i is None else (lambda e: int(e["per_seed"][i]))
     interval = (lambda e: e["ci95"]) if i is None else (lambda e: e["per_seed_ci95"][i])
@@ -108,19 +95,12 @@ def figures(m: dict, seed, i: int | None) -> dict:
 
 
 def main(argv=None) -> None:
-    p = common.parser(__doc__, out=False)
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--workdir", type=Path, default=Path("runs/demo_world_design"))
-    p.add_argument("--weak", default="demo-xs")
-    p.add_argument("--strong", default="demo-l")
-    p.add_argument("--pretrain-epochs", type=int, default=30)
-    p.add_argument("--pretrain-lr", type=float, default=3e-3)
-    p.add_argument("--extra-models", default="", help="more ladder sizes to pretrain (and probe)")
+    p = common.parser(__doc__, out=False, seeds="0,1,2", workdir=Path("runs/demo_world_design"), weak="demo-xs",
+                      strong="demo-l", pretrain_epochs=30, pretrain_lr=3e-3, extra_models="", probe=False,
+                      only_pretrain=False)
     p.add_argument("--judged", type=int, default=None, help="CorpusSettings.n_judged")
     p.add_argument("--liquid-zipf", type=float, default=None, help="CorpusSettings.liquid_zipf")
     p.add_argument("--rare-mentions", type=int, default=None, help="CorpusSettings.rare_mentions")
-    p.add_argument("--probe", action="store_true", help="print the LM fact probe of the pretrained models")
-    p.add_argument("--only-pretrain", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra flags for w2s_jax.main, after --")
     args, t0 = p.parse_args(argv), time.time()
     from w2s_jax.atomic import write_json_atomic
