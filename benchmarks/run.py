@@ -30,6 +30,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     a.workloads, a.torch = ([w.strip() for w in s.split(",") if w.strip()] for s in (a.workloads, a.torch))
     a.torch_micro = min(a.torch_micro, a.batch_size)
+    if a.batch_size % a.torch_micro:
+        p.error(f"--torch-micro {a.torch_micro} must divide --batch-size {a.batch_size}")
     return a
 
 
