@@ -259,3 +259,13 @@ def test_liquid_facts_follow_zipf_frequencies_with_the_same_total():
     zipf = mentions(dc.CorpusSettings(liquid_zipf=1.0, n_judged=0))
     assert zipf.sum() == flat.sum()  # the same number of statements, spread unevenly
     assert zipf[-1] > 10 * max(zipf[0], 1)  # the most discussed mixture far above the least
+
+
+def test_only_the_preference_demos_pretrain_on_behaving_dialogues():
+    from w2s_jax.configs import load_config_file
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name, want in (("rm_helpful", 0), ("rm_sweep", 0), ("dpo_helpful", 1500), ("simpo_helpful", 1500),
+                       ("simpo_bootstrap", 1500)):
+        c = load_config_file(f"{root / name}.py:demo")
+        assert PretrainSpec.from_config(c.pretrain).behaving_dialogues == want, name
