@@ -175,6 +175,14 @@ def test_corpus_holds_no_pair_and_no_preference():
     assert abs(np.mean(refused[True]) - np.mean(refused[False])) < 0.2
 
 
+def _world_and_split_prompts():
+    """The settings of a seed-5 world and the prompts of all four of its splits (a corpus must not use them)."""
+    settings = dw.WorldSettings(seed=5)
+    splits = dw.generate_splits(settings, 200, 200, 200, 50)
+    return settings, {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
+                      for p in getattr(splits, name)}
+
+
 def _harm_reader(settings):
     """prompt -> whether its request is harmful, read from its words against the world's own tables."""
     world = dw.World(settings)
@@ -196,10 +204,7 @@ def _harm_reader(settings):
 
 
 def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_request():
-    settings = dw.WorldSettings(seed=5)
-    splits = dw.generate_splits(settings, 200, 200, 200, 50)
-    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
-               for p in getattr(splits, name)}
+    settings, prompts = _world_and_split_prompts()
     judged = dc.judged_dialogues(settings, dc.CorpusSettings(n_judged=300), prompts)
     assert len(judged) == 300 and not {split_prompt_response(t)[0] for t in judged} & prompts
     harmful_request = _harm_reader(settings)
@@ -219,10 +224,7 @@ def test_judged_dialogues_name_harm_only_where_a_reply_helps_with_a_harmful_requ
 def test_behaving_dialogues_refuse_exactly_the_harmful_requests():
     """The preference demos' extra dialogues: the reply refuses iff the request is harmful by the world's facts
     (read back from its words), no prompt of the splits, and none in the corpus unless asked for."""
-    settings = dw.WorldSettings(seed=5)
-    splits = dw.generate_splits(settings, 200, 200, 200, 50)
-    prompts = {split_prompt_response(p.chosen)[0] for name in ("gt", "weak", "test", "conflict")
-               for p in getattr(splits, name)}
+    settings, prompts = _world_and_split_prompts()
     behaving = dc.behaving_dialogues(settings, dc.CorpusSettings(n_behaving=400), prompts)
     assert len(behaving) == 400 and not {split_prompt_response(t)[0] for t in behaving} & prompts
     harmful_request = _harm_reader(settings)
