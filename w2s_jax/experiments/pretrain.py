@@ -55,18 +55,16 @@ class PretrainSpec:
     behaving_dialogues: int = 0
 
     def __post_init__(self):
-        if isinstance(self.behaving_dialogues, bool) or not isinstance(self.behaving_dialogues, int) \
-                or self.behaving_dialogues < 0:
-            raise ValueError(f"config.pretrain.behaving_dialogues: must be a non-negative integer, got "
-                             f"{self.behaving_dialogues!r}")
         for name in ("vocab_size", "max_len", "batch_size", "epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"config.pretrain.{name}: must be a positive integer, got {v!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf"):
             raise ValueError(f"config.pretrain.lr: must be a positive finite number, got {self.lr!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"config.pretrain.seed: must be a non-negative integer, got {self.seed!r}")
+        for name in ("seed", "behaving_dialogues"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"config.pretrain.{name}: must be a non-negative integer, got {v!r}")
 
     @classmethod
     def from_config(cls, block) -> "PretrainSpec":
