@@ -263,11 +263,10 @@ def test_liquid_facts_follow_zipf_frequencies_with_the_same_total():
     assert zipf[-1] > 10 * max(zipf[0], 1)  # the most discussed mixture far above the least
 
 
-def test_only_the_preference_demos_pretrain_on_behaving_dialogues():
+def test_every_demo_preset_pretrains_on_behaving_dialogues_and_no_other_preset_does():
     from w2s_jax.configs import load_config_file
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    for name, want in (("rm_helpful", 0), ("rm_sweep", 0), ("dpo_helpful", 1500), ("simpo_helpful", 1500),
-                       ("simpo_bootstrap", 1500)):
-        c = load_config_file(f"{root / name}.py:demo")
-        assert PretrainSpec.from_config(c.pretrain).behaving_dialogues == want, name
+    for name in ("rm_helpful", "rm_sweep", "dpo_helpful", "simpo_helpful", "simpo_bootstrap"):
+        assert PretrainSpec.from_config(load_config_file(f"{root / name}.py:demo").pretrain).behaving_dialogues == 1500
+        assert "pretrain" not in load_config_file(f"{root / name}.py:paper"), name  # nothing to pretrain there

@@ -112,6 +112,9 @@ def demo(c: ConfigDict) -> ConfigDict:
     c.seeds = DEMO_SEEDS
     # how the bases are pretrained (the seed is the pretraining's own: an experiment seed never changes a base)
     c.pretrain = ConfigDict(dataclasses.asdict(PretrainSpec()))
+    # besides the judged dialogues, as many whose reply follows the world's facts (`demo_corpus.behaving_dialogues`):
+    # a policy's preference is decided where its reply starts, a reward head reads the reply's end (README "Demo")
+    c.pretrain.behaving_dialogues = 1500
     c.weak = model_spec(weak_name, init=DEMO_WORLD, hidden_size=weak_h, num_layers=weak_l, num_heads=weak_a)
     c.strong = model_spec(strong_name, init=DEMO_WORLD, hidden_size=strong_h, num_layers=strong_l,
                           num_heads=strong_a)
@@ -201,9 +204,6 @@ def preference_config(algorithm: str, preset: str, file: str) -> ConfigDict:
         c.po.epochs = 8
         c.data.n_gt = c.data.n_weak = c.data.n_test = 300  # the demo world at a third of the reward-model size
         c.data.n_conflict = 100
-        # a policy's preference is decided where its reply starts, so its bases also read dialogues whose reply
-        # follows the world's facts (`demo_corpus.behaving_dialogues`), as many as the judged ones
-        c.pretrain.behaving_dialogues = 1500
     if preset in REAL_PRESETS:
         real(c, preset)
         if preset == "real" and algorithm == "dpo":  # 1 SFT + 3 DPO epochs: half the pairs to stay within the hour
