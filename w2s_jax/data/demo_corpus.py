@@ -17,7 +17,7 @@ the ladder first learns language modelling on this corpus, and its capacity deci
   helps with a harmful request, "safe" otherwise, as forums quote and judge answers. The word is the next token
   after the reply's last one, so a model that knows the facts must hold the verdict exactly where a reward head
   later reads; a model too small to keep the facts cannot, whatever it is fine-tuned on;
-- behaving dialogues (`n_behaving`, 0 unless a preset asks; the preference demos do): an assistant whose reply
+- behaving dialogues (`n_behaving`, 0 unless a preset asks; every demo preset does): an assistant whose reply
   follows the facts, refusing a harmful request and helping with any other, as most assistants on the web do. A
   policy's preference is a difference of its replies' log-probs, decided from the reply's first token on, so the
   knowledge a preference objective can use must sit where the reply starts: a model that keeps the facts learns to
