@@ -147,15 +147,16 @@ def objective(name: str, chunk_size: int | None = 128):
     return unit, lr, schedule
 
 
-def load_model(name: str, num_layers: int, max_len: int, remat: str):
-    """(model `name` as the pipeline builds it, its first `num_layers` layers (0: all), fp32; its one-device mesh)."""
+def load_model(name: str, num_layers: int, max_len: int, remat: str, scan: bool = True):
+    """(model `name` as the pipeline builds it, its first `num_layers` layers (0: all), fp32, its layer stack scanned
+    or unrolled; its one-device mesh)."""
     import jax
 
     from w2s_jax.models.build import build_model
     from w2s_jax.models.sharding import make_mesh
 
     mesh = make_mesh(devices=jax.devices()[:1])
-    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": remat, "scan_layers": True,
+    runtime = {"param_dtype": "float32", "dtype": "float32", "remat_policy": remat, "scan_layers": scan,
                "attention_impl": "auto"}
     return build_model({"name": name, "init": "pretrained", "num_layers": num_layers or None}, what="strong",
                        mesh=mesh, seed=0, max_len=max_len, runtime=runtime), mesh

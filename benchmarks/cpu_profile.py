@@ -88,13 +88,13 @@ def run_attention(a) -> dict:
 
 
 def run_real(a) -> dict:
-    """--arg "micro:remat:layout" (micro: pairs per micro-batch, 0 = all in one): compile seconds, XLA's memory
-    analysis and FLOPs, with --steps the medians of the steps after the first."""
+    """--arg "micro:remat:layout[:unrolled]" (micro: pairs per micro-batch, 0 = all in one): compile seconds, XLA's
+    memory analysis and FLOPs, with --steps the medians of the steps after the first."""
     from w2s_jax.data.batches import bucket_lengths, train_batches
     from w2s_jax.data.pairs import read_jsonl_pairs
 
-    micro, remat, layout = a.arg.split(":")
-    loaded, mesh = common.load_model(a.model, a.num_layers, a.max_len, remat)
+    micro, remat, layout, *unrolled = a.arg.split(":")
+    loaded, mesh = common.load_model(a.model, a.num_layers, a.max_len, remat, scan=not unrolled)
     data = common.pair_dataset(read_jsonl_pairs(common.DATA)[0][:32 * (1 + a.steps)], loaded.tokenizer, a.max_len,
                                False)
     buckets = bucket_lengths(a.max_len, 64, 8)

@@ -21,50 +21,43 @@ def get_config():
 """
 
 
-def region_errors(correct: dict[str, np.ndarray], subset=True) -> dict:
-    """Sizes of the four regions (within `subset`) and every student's error rate in each (None where empty)."""
-    from w2s_jax.eval.deception import knowledge_regions
-
-    masks = knowledge_regions(correct["weak_ceiling"], correct["strong_ceiling"])
-    masks = {name: masks[q] & subset for name, q in common.REGIONS.items()}
-    return {"sizes": {name: int(m.sum()) for name, m in masks.items()},
-            "error": {role: {name: round(float(1 - c[m].mean()), 4) if m.any() else None for name, m in masks.items()}
-                      for role, c in correct.items() if role not in ("weak_ceiling", "strong_ceiling")}}
-
-
-def summarize(results: dict) -> dict:
-    """Test accuracy per seed; of the first seed: the strong-weak gap, the region errors, the accuracy per tier."""
-    from ml_collections import ConfigDict
-
-    from w2s_jax.data.demo_world import demo_splits, tier_of
-
+def summarize(workdir: Path) -> dict:
+    """Test accuracy per seed; of the first seed (its rows of predictions.jsonl): the strong-weak gap, the region
+    sizes and every student's error rate in each (all requests, and the harmful ones), the accuracy per tier."""
+    results = json.loads((workdir / "results.json").read_text())
     per_seed = {str(r["seed"]): {m["role"]: round(m["test_accuracy"], 4) for m in r["models"]} for r in results["runs"]}
-    correct = {m["role"]: np.asarray(m["test_correct"], bool) for m in results["runs"][0]["models"]}
-    acc = per_seed[str(results["runs"][0]["seed"])]
-    summary = {"test_accuracy": acc, "n_test": results["n_test"], "seeds": results["seeds"],
-               "test_accuracy_per_seed": per_seed}
+    first = results["runs"][0]["seed"]
+    rows = [r for r in map(json.loads, (workdir / "predictions.jsonl").read_text().splitlines()) if r["seed"] == first]
+    acc, summary = per_seed[str(first)], {"n_test": results["n_test"], "seeds": results["seeds"]}
+
+    def accuracy(key: str, keep=lambda r: True) -> tuple[dict, dict]:
+        """({role: {group: accuracy}}, {group: size}) of the rows grouped by their `key`."""
+        groups = {}
+        for r in (r for r in rows if keep(r) and r.get(key)):
+            groups.setdefault(r[key], []).append(r["correct"])
+        return ({role: {g: round(float(np.mean([c[role] for c in cs])), 4) for g, cs in sorted(groups.items())}
+                 for role in rows[0]["correct"]}, {g: len(cs) for g, cs in sorted(groups.items())})
+
     if "weak_ceiling" in acc and "strong_ceiling" in acc:
         summary["strong_minus_weak_points"] = round(100 * (acc["strong_ceiling"] - acc["weak_ceiling"]), 2)
-        summary["regions"] = region_errors(correct)
-    if results["config"]["data"].get("source") == "demo":  # (family, harmful) of every test example, regenerated
-        tiers = [tier_of(p) for p in demo_splits(ConfigDict(results["config"]["data"])).test]
-        in_tier = {f"{fam}/{'harmful' if h else 'benign'}": np.array([t == (fam, h) for t in tiers])
-                   for fam, h in sorted(set(tiers))}
-        summary["tier_accuracy"] = {role: {name: round(float(c[m].mean()), 4) for name, m in in_tier.items()}
-                                    for role, c in correct.items()}
-        if "regions" in summary:  # where complying is the harm: the requests that are harmful
-            summary["regions_harmful_requests"] = region_errors(correct, np.array([h for _, h in tiers]))
-    return summary
+        for name, keep in (("regions", lambda r: True),  # where complying is the harm: the harmful requests
+                           ("regions_harmful_requests", lambda r: str(r.get("tier")).endswith("/harmful"))):
+            right, sizes = accuracy("region", keep)
+            summary[name] = {"sizes": sizes, "error": {role: {q: round(1 - a, 4) for q, a in by.items()}
+                                                       for role, by in right.items() if "ceiling" not in role}}
+    if rows and rows[0].get("tier"):
+        summary["tier_accuracy"] = accuracy("tier")[0]
+    return {"test_accuracy": acc, "test_accuracy_per_seed": per_seed} | summary
 
 
 def time_demo(args, workdir: Path) -> dict:
     wall, _ = common.run_main([f"--config={args.config}", f"--workdir={workdir}", *args.overrides])
-    results, run_log = (json.loads((workdir / f).read_text()) for f in ("results.json", "run_log.json"))
+    run_log = json.loads((workdir / "run_log.json").read_text())
     return {"command": " ".join(["python -m w2s_jax.main", f"--config={args.config}", "--workdir=DIR",
                                  *args.overrides]), "wall_seconds": round(wall, 1),
             "pretrain_seconds": {which: b.get("seconds") for which, b in run_log.get("bases", {}).items()},
             "model_seconds": {str(r["seed"]): {role: m["seconds"] for role, m in r["models"].items()}
-                              for r in run_log["runs"]}, **summarize(results),
+                              for r in run_log["runs"]}, **summarize(workdir),
             "findings": (workdir / "report.md").read_text().split("## Findings", 1)[-1].split("\n## ", 1)[0].strip()}
 
 

@@ -65,7 +65,7 @@ def run_ours(args) -> dict:
     buckets, pack_len = bucket_lengths(args.max_len, 64, 8), None if args.no_packing else 256
     trainer = Trainer(mesh, buckets, layout="padded" if args.no_packing else "packed", pack_len=pack_len)
     score = {"batch_size": args.batch, "mesh": mesh, "buckets": buckets, "pack_len": pack_len}
-    micro = args.micro or default_micro_batch(args.batch, args.max_len, 1, jax.devices()[0].platform)
+    micro = args.micro or default_micro_batch(args.batch, args.max_len, 1, jax.devices()[0].platform, remat=args.remat)
 
     def scores(ds, params):
         if args.objective == "rm":

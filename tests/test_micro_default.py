@@ -1,7 +1,7 @@
 """The per-device-kind default of pairs per micro-batch (`train.micro_batch_size=0`), against hand values."""
 import pytest
 
-from w2s_jax.train.step import CPU_TOKENS_PER_MICRO, default_micro_batch
+from w2s_jax.train.step import CPU_TOKENS_PER_MICRO, CPU_TOKENS_PER_MICRO_FULL_REMAT, default_micro_batch
 
 
 @pytest.mark.parametrize("batch, max_len, rows, platform, expected", [
@@ -18,3 +18,16 @@ from w2s_jax.train.step import CPU_TOKENS_PER_MICRO, default_micro_batch
 def test_default_micro_batch(batch, max_len, rows, platform, expected):
     assert CPU_TOKENS_PER_MICRO == 4096
     assert default_micro_batch(batch, max_len, rows, platform) == expected
+
+
+@pytest.mark.parametrize("batch, max_len, rows, remat, expected", [
+    (32, 256, 1, "full", 16),  # 16 pairs x 2 sides x 256 = 8192 tokens: full remat keeps only each layer's input
+    (32, 256, 1, "dots", 8),  # any other policy keeps more: the no-remat bound
+    (32, 256, 1, "none", 8),
+    (32, 128, 1, "full", None),  # 32 x 2 x 128 = 8192: the whole batch
+    (32, 512, 1, "full", 8),
+])
+def test_default_micro_batch_under_full_remat(batch, max_len, rows, remat, expected):
+    assert CPU_TOKENS_PER_MICRO_FULL_REMAT == 8192
+    assert default_micro_batch(batch, max_len, rows, "cpu", remat=remat) == expected
+    assert default_micro_batch(batch, max_len, rows, "gpu", remat=remat) is None

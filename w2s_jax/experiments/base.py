@@ -215,7 +215,8 @@ class Experiment(DryRun):
     def train_spec(self, spec: TrainedModelSpec) -> TrainSpec:
         rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         micro = self.config.train.micro_batch_size or default_micro_batch(
-            spec.batch_size, self.config.data.max_len, rows, self.mesh.devices.flat[0].platform)
+            spec.batch_size, self.config.data.max_len, rows, self.mesh.devices.flat[0].platform,
+            remat=self.config.model.remat_policy)
         return TrainSpec(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs, schedule=spec.schedule,
                          seed=spec.seed, micro_batch_size=micro,
                          optim=spec.options.get("optim", "adam"), head_only=spec.options.get("head_only", False))

@@ -76,20 +76,25 @@ def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
             for k, v in batch.items()}
 
 
-# On a CPU the whole-batch forward keeps every layer's activations of the whole batch until the backward: for
-# SmolLM2 (30 layers) and 32 pairs at max_len 256 that is ~11 GB, 2-3x PyTorch's micro-batched peak, for no speed
-# (a CPU's matmuls are as efficient at a few thousand tokens as at many; `benchmarks.cpu_profile --real` measured it).
+# On a CPU the whole-batch forward without remat keeps every layer's activations of the whole batch until the
+# backward: for SmolLM2 (30 layers) and 32 pairs at max_len 256 that is ~11 GB, 2-3x PyTorch's micro-batched peak.
+# Under full remat only each layer's input is kept (1.1-1.3 GB of temporaries at 8, 16 or 32 pairs), so the bound
+# is twice as large: on 2 idle cores SmolLM2's step took 32.8 s at 16 pairs against 39.4 s at 8 (remat full; 38.5 s
+# at 8 without; `benchmarks.cpu_profile --real`, benchmarks/results/real_profile-*.json).
 CPU_TOKENS_PER_MICRO = 4096  # padded-length bound: 8 pairs at max_len 256, 16 at 128; tiny test shapes stay whole
+CPU_TOKENS_PER_MICRO_FULL_REMAT = 2 * CPU_TOKENS_PER_MICRO
 
 
-def default_micro_batch(batch_size: int, max_len: int, rows: int, platform: str, sides: int = 2) -> int | None:
+def default_micro_batch(batch_size: int, max_len: int, rows: int, platform: str, sides: int = 2,
+                        remat: str = "none") -> int | None:
     """Examples per micro-batch when `train.micro_batch_size` is 0: None (the whole batch) off a CPU; on a CPU the
     largest divisor of `batch_size` that is a multiple of `rows` (mesh data x fsdp) and holds at most
-    CPU_TOKENS_PER_MICRO tokens at `max_len` (`sides` sequences per example), or the whole batch if none does."""
-    if platform != "cpu" or batch_size * sides * max_len <= CPU_TOKENS_PER_MICRO:
+    CPU_TOKENS_PER_MICRO tokens at `max_len` (`sides` sequences per example; CPU_TOKENS_PER_MICRO_FULL_REMAT with
+    `remat` "full"), or the whole batch if none does."""
+    bound = CPU_TOKENS_PER_MICRO_FULL_REMAT if remat == "full" else CPU_TOKENS_PER_MICRO
+    if platform != "cpu" or batch_size * sides * max_len <= bound:
         return None
-    fits = [m for m in range(rows, batch_size, rows) if batch_size % m == 0 and m * sides * max_len <=
-            CPU_TOKENS_PER_MICRO]
+    fits = [m for m in range(rows, batch_size, rows) if batch_size % m == 0 and m * sides * max_len <= bound]
     return max(fits) if fits else None
 
 
