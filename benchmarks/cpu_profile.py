@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     if a.real:  # flags None: the caller's environment (these variants differ in settings, not in XLA flags)
         plan = [("real", variant, None) for variant in a.variants.split(",")]
         report = {"args": {k: getattr(a, k) for k in ("model", "num_layers", "variants", "steps", "max_len")},
-                  "jax": jax.__version__, "variants": {}}
+                  "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "variants": {}}
     else:
         plan = [("step", "scan,float32", f) for f in FLAGS] + [("step", "unrolled,float32", ""),
                                                                ("step", "scan,bfloat16", "")]
