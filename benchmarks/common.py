@@ -201,28 +201,6 @@ def call_times(fn, repeat: int, warmup: int = 1) -> list[float]:
     return [timed(fn)[0] for _ in range(repeat)]
 
 
-def stepper(trainer, objective, model, params, lr: float, schedule: str = "constant", nsteps: int = 1000):
-    """(step, compiled): `step(microbatches, run=True) -> metrics` is the Trainer's real step, compiled ahead of
-    time (`Trainer.lower`) once per input shape into `compiled`; it carries the train state from call to call and
-    waits for it (`run=False`: compile only)."""
-    import jax
-
-    from w2s_jax.train.trainer import TrainSpec
-
-    optimizer, state = trainer.init(params, TrainSpec(lr, 1, 1, schedule, 0), nsteps)
-    holder, compiled = {"state": state}, {}
-
-    def step(micro: dict, run: bool = True):
-        key = tuple(sorted((k, v.shape) for k, v in micro.items()))
-        if key not in compiled:
-            compiled[key] = trainer.lower(objective, model, optimizer, state, micro, nsteps).compile()
-        if run:
-            holder["state"], metrics = compiled[key](holder["state"], micro)
-            return jax.block_until_ready((holder["state"], metrics))[1]
-
-    return step, compiled
-
-
 def xla_figures(compiled) -> dict:
     """XLA's bytes of a compiled step, peak = arguments + outputs - aliased (the donated state) + temporaries, and
     its FLOP count (a scanned layer stack's body counted once)."""

@@ -94,24 +94,15 @@ def time_sweep(args, tmp: Path, workdir: Path) -> dict:
 def show(args, report: dict) -> None:
     if args.sweep:
         print(f"\nsweep {args.pairs}: {report['wall_s']:.1f} s wall (exit {report['returncode']})")
-        for role, m in report["models"].items():
-            print(f"  {role:<40} {m.get('seconds', 0):>8.1f} s  steps {m.get('steps_run')}  "
-                  f"compiles {m.get('train_step_compiles')}  reused {m.get('reused')}")
+        rows = [{"model": role, **m, "reused": str(m.get("reused"))} for role, m in report["models"].items()]
+        common.table(rows, "model<40 seconds>8.1f steps_run>6 train_step_compiles>8 reused>6")
         return
     load = report["machine"]["loadavg_before"][0], report["machine"]["loadavg_after"][0]
     print(f"wall {report['wall_seconds']:.1f} s  ({report['command']}); load average {load[0]:.1f} -> {load[1]:.1f}")
-    print(f"pretraining (s): {report['pretrain_seconds']}")
-    for seed, seconds in report["model_seconds"].items():
-        print(f"seed {seed}: {sum(seconds.values()):.0f} s over {len(seconds)} models; test accuracy "
-              + "  ".join(f"{role} {a:.3f}" for role, a in report["test_accuracy_per_seed"][seed].items()))
+    keys = ("pretrain_seconds", "test_accuracy_per_seed", "strong_minus_weak_points", "regions",
+            "regions_harmful_requests", "tier_accuracy")  # regions: sizes and each student's error rate
+    print(json.dumps({k: report[k] for k in keys if k in report}, indent=1))
     print("findings:\n" + report["findings"])
-    if "regions" in report:
-        print(f"strong - weak: {report['strong_minus_weak_points']:+.1f} points")
-        for key in ("regions", "regions_harmful_requests"):
-            print(f"error per region, {key}: sizes {report.get(key, {}).get('sizes')}")
-            for role, errors in report.get(key, {}).get("error", {}).items():
-                print(f"{role:>22}  " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}"
-                                                  for k, v in errors.items()))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,7 +14,7 @@ from w2s_jax.models.build import random_config
 from w2s_jax.models.convert import init_params
 from w2s_jax.models.heads import Transformer
 from w2s_jax.models.sharding import make_mesh
-from w2s_jax.train.trainer import Trainer
+from w2s_jax.train.trainer import Trainer, TrainSpec
 
 # GPT-2-XL (1.56B, vocab 50257 padded to 50304); a Llama-family 1.64B (GQA 16/8, MLP 8192, untied)
 SHAPES = {"gpt2-xl": ({"family": "gpt2", "hidden_size": 1600, "num_layers": 48, "num_heads": 25}, 50304),
@@ -66,7 +66,7 @@ def measure(args, row: dict, peak: float) -> dict:
     params, packed = init_params(cfg, mesh, seed=0), row["layout"] == "packed"
     row |= {"seq": args.seq, "params": int(sum(x.size for x in jax.tree.leaves(params)))}
     trainer = Trainer(mesh, (args.seq,), layout=row["layout"], pack_len=args.seq if packed else None)
-    step, compiled = common.stepper(trainer, unit, Transformer(cfg), params, lr, schedule)
+    step, compiled = trainer.stepper(unit, Transformer(cfg), params, TrainSpec(lr, 1, 1, schedule, 0))
     del params
     host, lengths = host_batch(unit, row["layout"], row["rows"], args, cfg.vocab_size, np.random.default_rng(0))
     micro, last = trainer.place(host), {}
@@ -81,26 +81,6 @@ def measure(args, row: dict, peak: float) -> dict:
                   "tflops_per_s": flops / seconds / 1e12, "mfu": flops / seconds / peak,
                   "pairs_per_s": row["pairs"] / seconds, "tokens_per_s": row["real_tokens"] / seconds,
                   "step_gib": xla["peak"] / 2**30}  # the step's own footprint: arguments + outputs - donated + temps
-
-
-def attention_check() -> dict:
-    """Relative error of cuDNN attention against XLA's on small bf16 models (padded rows, and packed rows where
-    cuDNN reads the segment mask as a bias): max |a - b| / max |b| of the final hidden states, per family."""
-    out, rng = {}, np.random.default_rng(1)
-    for family in ("llama", "gpt2"):
-        arch = {"family": family, "hidden_size": 256, "num_layers": 2, "num_heads": 4}
-        cfgs = {impl: random_config(arch, 512, 256, dtype="bfloat16", attention_impl=impl) for impl in ("xla", "cudnn")}
-        params = init_params(cfgs["xla"], None, seed=0)
-        ids = jnp.asarray(rng.integers(0, 512, (4, 256)), jnp.int32)
-        mask = jnp.asarray(np.arange(256)[None, :] < np.array([256, 200, 77, 3])[:, None], jnp.int32)
-        segments = jnp.asarray(np.repeat(np.arange(1, 9), 32)[None, :].repeat(4, 0) * (np.arange(256) < 250), jnp.int32)
-        for layout, method, second in (("padded", "hidden", mask), ("packed", "packed_hidden", segments)):
-            h = {impl: Transformer(cfg).apply({"params": params}, ids, second, method=method).astype(jnp.float32)
-                 for impl, cfg in cfgs.items()}
-            keep = (second > 0)[..., None]
-            diff = float(jnp.max(jnp.abs(jnp.where(keep, h["cudnn"] - h["xla"], 0.0))))
-            out[f"{family}/{layout}"] = diff / float(jnp.max(jnp.abs(jnp.where(keep, h["xla"], 0.0))))
-    return out
 
 
 def matmul_rate(m: int = 8192, k: int = 8192, n: int = 8192) -> float:
@@ -135,12 +115,6 @@ def main(argv=None) -> dict:
         "device": dev.device_kind, "backend": jax.default_backend(), "n_devices": jax.device_count(),
         "peak_flops": peak, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": [],
         "matmul_bf16_flops": matmul_rate()}
-    if jax.default_backend() == "gpu":
-        try:
-            report["attention_check"] = attention_check()
-        except Exception as e:  # noqa: BLE001  a result too: cuDNN could not run these shapes
-            report["attention_check"] = {"error": common.error(e)}
-        print(f"cuDNN vs XLA attention, max relative difference of the hidden states: {report['attention_check']}")
     print(f"device {dev.device_kind}: peak {peak / 1e12:.1f} TFLOP/s, measured 8192^3 bf16 matmul "
           f"{report['matmul_bf16_flops'] / 1e12:.1f} TFLOP/s; jax {jax.__version__}", flush=True)
     if args.gemms:

@@ -86,7 +86,7 @@ def worker_jax(a) -> dict:
     from w2s_jax.eval.inference import score_pairs, score_policy_pairs
     from w2s_jax.models.convert import from_pretrained
     from w2s_jax.models.sharding import make_mesh
-    from w2s_jax.train.trainer import Trainer
+    from w2s_jax.train.trainer import Trainer, TrainSpec
 
     data = host_data(a)
     mesh, buckets = make_mesh(devices=jax.devices()[:1]), data["buckets"]
@@ -111,7 +111,7 @@ def worker_jax(a) -> dict:
                           pack_len=a.pack_len if packed else None)
         objective, lr, _ = common.objective(name)
         params = jax.tree.map(lambda x: x.copy(), loaded.params)
-        step, compiled = common.stepper(trainer, objective, loaded.model, params, lr, nsteps=100)
+        step, compiled = trainer.stepper(objective, loaded.model, params, TrainSpec(lr, 1, 1, "constant", 0), 100)
         prepare = trainer.prepare(objective, data[f"{TRAIN_WORKLOADS[workload]}_dataset"] if packed else None)
         computed, started = 0, time.perf_counter()
         for micro in (trainer.place(prepare(b, 1)) for b in batches):  # every shape compiled before the timed steps

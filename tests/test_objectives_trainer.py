@@ -10,7 +10,7 @@ from jax.sharding import Mesh
 import tiny_models
 from w2s_jax.data.batches import bucket_lengths
 from w2s_jax.objectives import SFT, RewardModel
-from w2s_jax.train.trainer import Trainer
+from w2s_jax.train.trainer import Trainer, TrainSpec
 
 
 def one_device_mesh():
@@ -64,6 +64,26 @@ def test_accumulated_step_equals_one_big_batch(loaded, n_micro):
     assert float(metrics["grad_norm"]) == pytest.approx(float(ref_norm), rel=1e-4)
     for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(ref_params)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+
+
+def test_stepper_compiles_once_per_shape_and_carries_the_state(loaded):
+    """`Trainer.stepper` (the benchmarks' step): compiled once per input shape, `run=False` compiles without
+    stepping, its first step's loss and gradient norm are the reference's, and the next call starts from the
+    updated state (Adam's step lowers the loss on the same batch)."""
+    batch, objective = pair_batch(16), RewardModel("bce")
+    trainer = Trainer(one_device_mesh(), bucket_lengths(12, 12))
+    step, compiled = trainer.stepper(objective, loaded.model, jax.tree.map(jnp.array, loaded.params),
+                                     TrainSpec(1e-3, 16, 1, "constant", 0), nsteps=10)
+    micro = trainer.place(objective.prepare(batch, 2, "padded"))
+    assert step(micro, run=False) is None and len(compiled) == 1
+    metrics, second = step(micro), step(micro)
+    first, ref_loss, ref_norm = float(metrics["loss"]), *reference_update(loaded.model, loaded.params, batch, 1.0)[:2]
+    assert first == pytest.approx(ref_loss, rel=1e-5)
+    assert float(metrics["grad_norm"]) == pytest.approx(float(ref_norm), rel=1e-4)
+    assert float(second["loss"]) < first - 1e-4
+    assert len(compiled) == 1
+    step(trainer.place(objective.prepare(batch, 4, "padded")))
+    assert len(compiled) == 2
 
 
 def test_sft_divides_by_the_full_loss_mask(loaded):

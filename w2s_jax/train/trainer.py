@@ -123,6 +123,23 @@ class Trainer:
         args = (abstract_state, abstract_batch) + (() if abstract_frozen is None else (abstract_frozen,))
         return self.step_fn(objective, model, optimizer, shardings, nsteps, frozen_sh).lower(*args)
 
+    def stepper(self, objective, model, params, spec: TrainSpec, nsteps: int = 1000):
+        """(step, compiled) for timing and profiling: `step(microbatches, run=True) -> metrics` is this trainer's
+        step compiled ahead of time (`lower`) once per input shape into `compiled` (for XLA's figures); it carries
+        the train state from call to call and waits for it (`run=False`: compile only)."""
+        optimizer, state = self.init(params, spec, nsteps)
+        holder, compiled = {"state": state}, {}
+
+        def step(micro: dict, run: bool = True):
+            key = tuple(sorted((k, v.shape) for k, v in micro.items()))
+            if key not in compiled:
+                compiled[key] = self.lower(objective, model, optimizer, state, micro, nsteps).compile()
+            if run:
+                holder["state"], metrics = compiled[key](holder["state"], micro)
+                return jax.block_until_ready((holder["state"], metrics))[1]
+
+        return step, compiled
+
     def fit(self, params, objective, model, dataset: PairDataset | SequenceDataset, spec: TrainSpec, *,
             store: ModelStore | None = None, desc: str = "train", evaluate: Callable[[Any], dict] | None = None,
             eval_every: int = 0) -> TrainResult:
