@@ -133,7 +133,7 @@ class Trainer:
         def step(micro: dict, run: bool = True):
             key = tuple(sorted((k, v.shape) for k, v in micro.items()))
             if key not in compiled:
-                compiled[key] = self.lower(objective, model, optimizer, state, micro, nsteps).compile()
+                compiled[key] = self.lower(objective, model, optimizer, holder["state"], micro, nsteps).compile()
             if run:
                 holder["state"], metrics = compiled[key](holder["state"], micro)
                 return jax.block_until_ready((holder["state"], metrics))[1]
