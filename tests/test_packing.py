@@ -103,6 +103,40 @@ def test_packed_policy_objectives_equal_padded(loaded, objective):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-5, rtol=1e-4)
 
 
+def test_balanced_order_by_hand():
+    from w2s_jax.data.packing import balanced_order
+
+    # heaviest first into the lightest group with room: 0 -> g0, 1 -> g1, 2 -> g0 (a tie: the first), 3 -> g1
+    np.testing.assert_array_equal(balanced_order([10, 10, 1, 1], 2), [0, 2, 1, 3])
+    # 9 -> g0, 5 -> g1, 4 -> g2, 3 -> g2 (4 < 5 < 9), 2 -> g1 (g2 is full), 1 -> g0 (the only one with room)
+    np.testing.assert_array_equal(balanced_order([1, 9, 2, 3, 5, 4], 3), [0, 1, 2, 4, 3, 5])
+    np.testing.assert_array_equal(balanced_order([3, 1, 2], 1), [0, 1, 2])
+
+
+@pytest.mark.parametrize("loaded", ["llama"], indirect=True)
+def test_balanced_micro_batches_sum_to_the_padded_batch(loaded):
+    """Training packs a step's examples into micro-batches of even token counts (a permutation of the examples):
+    the micro-batches' summed loss and gradients equal the whole padded batch's, so every per-example key (the DPO
+    reference log-probs among them) moved with its sequences, and the rows needed follow the balanced split."""
+    unit = DPO(beta=0.5, chunk_size=7)
+    batch = _policy_batch(8, T=20, seed=5, sides=unit.sides)
+    lengths = batch["mask_a"].sum(1) + batch["mask_b"].sum(1)
+    batch = {k: v[np.argsort(-lengths, kind="stable")] for k, v in batch.items()}  # the long pairs first
+    packing = Packing(min_row_len=32, buckets=bucket_lengths(64, 16), row_multiple=1)
+    padded = jax.tree.map(lambda x: x[0], unit.prepare(batch, 1, "padded"))
+    packed = unit.prepare(batch, 2, "packed", packing)
+    value = lambda mb, layout: (lambda p: unit.loss_fn(loaded.model, layout)(p, mb, 0.0).loss_sum)
+    a, ga = jax.jit(jax.value_and_grad(value(padded, "padded")))(loaded.params)
+    parts = [jax.jit(jax.value_and_grad(value(jax.tree.map(lambda x, k=k: x[k], packed), "packed")))(loaded.params)
+             for k in range(2)]
+    np.testing.assert_allclose(sum(float(b) for b, _ in parts), float(a), rtol=1e-5)
+    for x, *ys in zip(jax.tree.leaves(ga), *(jax.tree.leaves(g) for _, g in parts)):
+        np.testing.assert_allclose(sum(np.asarray(y) for y in ys), np.asarray(x), atol=2e-5, rtol=1e-4)
+    halves = [(lengths[np.argsort(-lengths, kind="stable")][k * 4:(k + 1) * 4]).sum() for k in range(2)]
+    tokens = packed["segments"].astype(bool).sum((1, 2))
+    assert abs(int(tokens[0]) - int(tokens[1])) < abs(int(halves[0]) - int(halves[1]))  # evener than in order
+
+
 def test_packed_logps_do_not_leak_across_sequences():
     """A sequence's log-probs are the same alone in a row or packed behind another sequence."""
     from w2s_jax.train.losses import packed_sequence_logps_from_hidden, sequence_logps_from_hidden

@@ -80,9 +80,22 @@ def row_bucket(need: int, multiple: int = 1) -> int:
     return m * multiple
 
 
+def balanced_order(loads: Sequence[int], n_groups: int) -> np.ndarray:
+    """A permutation of the examples that puts `len(loads) // n_groups` of them in each consecutive group with the
+    groups' summed loads as even as a greedy pass makes them: heaviest first (ties: the earlier example), each into
+    the lightest group that has room (ties: the first group); within a group the examples keep their order."""
+    size, totals = len(loads) // n_groups, np.zeros(n_groups)
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
+    for i in sorted(range(len(loads)), key=lambda i: -loads[i]):
+        k = min((k for k in range(n_groups) if len(groups[k]) < size), key=lambda k: totals[k])
+        groups[k].append(i)
+        totals[k] += loads[i]
+    return np.array([i for g in groups for i in sorted(g)], np.int64)
+
+
 def packed_microbatches(batch: dict, n_micro: int, *, sides: Sequence[str], min_row_len: int,
                         buckets: Sequence[int], row_multiple: int, extra_keys: Sequence[str],
-                        token_level: bool = False) -> dict:
+                        token_level: bool = False, balance: bool = False) -> dict:
     """A padded batch (`ids{side}`/`mask{side}` per side + per-example extras) -> packed microbatches.
 
     Microbatch k packs its examples' first side, then their second side, ...: with `sides=("_a", "_b")` sequence
@@ -92,9 +105,18 @@ def packed_microbatches(batch: dict, n_micro: int, *, sides: Sequence[str], min_
     over the mesh).
 
     Always: ids, segments, seq_rows, seq_last (where each sequence ends, for rewards). `token_level` adds what
-    per-token log-probs need: `owner` (n + 1 on sequence n's tokens, 0 on padding) and the packed `loss_mask`."""
+    per-token log-probs need: `owner` (n + 1 on sequence n's tokens, 0 on padding) and the packed `loss_mask`.
+
+    `balance` (training: a step's loss is a sum over its examples, whatever micro-batch holds them) first permutes
+    the examples (`balanced_order` of their summed lengths) so that the micro-batches hold about as many tokens each:
+    the shared row count follows the fullest one. Scoring keeps the order, since it reads results by position."""
     size = len(batch[f"ids{sides[0]}"]) // n_micro
     lengths = {side: batch[f"mask{side}"].sum(1) for side in sides}
+    if balance and n_micro > 1:
+        order = balanced_order(sum(lengths.values()).tolist(), n_micro)
+        keys = [f"{k}{side}" for side in sides for k in ("ids", "mask", "loss_mask")[:3 if token_level else 2]]
+        batch = {k: np.asarray(batch[k])[order] for k in (*keys, *extra_keys)}
+        lengths = {side: v[order] for side, v in lengths.items()}
     seqs = {side: [batch[f"ids{side}"][i, :n] for i, n in enumerate(lengths[side])] for side in sides}
     masks = {side: [batch[f"loss_mask{side}"][i, :n] for i, n in enumerate(lengths[side])] for side in sides} \
         if token_level else {}

@@ -53,7 +53,7 @@ class Objective:
             raise ValueError(f"{self.name}: a packed layout needs its Packing (row length, buckets, row multiple)")
         return packed_microbatches(batch, n_micro, sides=self.sides, min_row_len=packing.min_row_len,
                                    buckets=packing.buckets, row_multiple=packing.row_multiple,
-                                   extra_keys=self.per_example_keys, token_level=self.token_level)
+                                   extra_keys=self.per_example_keys, token_level=self.token_level, balance=True)
 
     def loss_fn(self, model, layout: str):
         raise NotImplementedError
