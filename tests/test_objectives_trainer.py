@@ -160,3 +160,27 @@ def test_hc_implicit_students_cut_the_helpful_set_to_the_kept_indices():
     np.testing.assert_array_equal(acc, [False, True, False, True, True])
     chosen, _, acc = student_pairs(labels, keep, conflict, implicit=False)
     assert chosen == ["h1", "h3", "h4"] and len(acc) == 3
+
+
+def test_init_of_abstract_params_mirrors_the_allocated_state():
+    """`Trainer.init` of ShapeDtypeStructs (what `lower` reads for memory figures) gives the tree, shapes, dtypes and
+    shardings that the allocated state of the same params has, here on an 8-device fsdp x tensor mesh."""
+    from w2s_jax.models.build import random_config
+    from w2s_jax.models.convert import init_params
+    from w2s_jax.models.sharding import make_mesh
+
+    mesh = make_mesh(1, 4, 2)
+    cfg = random_config({"family": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+                         "intermediate_size": 128}, 256, 64)
+    params = init_params(cfg, mesh, seed=0)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
+    trainer, spec = Trainer(mesh, (16,)), TrainSpec(1e-3, 8, 1, "cosine_to_zero", 0)
+    (_, real), (_, fake) = trainer.init(params, spec, 10), trainer.init(abstract, spec, 10)
+    assert jax.tree.structure(real) == jax.tree.structure(fake)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(fake))
+    sharded = 0
+    for r, f in zip(jax.tree.leaves(real), jax.tree.leaves(fake), strict=True):
+        assert (r.shape, r.dtype) == (f.shape, f.dtype)
+        assert r.sharding.is_equivalent_to(f.sharding, r.ndim)
+        sharded += not r.sharding.is_fully_replicated
+    assert sharded >= 3 * 10  # params, mu and nu of the sharded weights, not all replicated

@@ -37,6 +37,14 @@ def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
     return TrainState(step=step, params=params, opt_state=opt_state)
 
 
+def abstract_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """`init_state`'s TrainState as ShapeDtypeStructs with its shardings, of params given the same way: the input
+    of an ahead-of-time lowering, nothing allocated."""
+    struct = lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)  # noqa: E731
+    opt_state = jax.tree.map(struct, jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
+    return TrainState(struct(jax.ShapeDtypeStruct((), jnp.int32), _replicated_like(params)), params, opt_state)
+
+
 def opt_state_shardings(optimizer: optax.GradientTransformation, params):
     """Each copy of the parameter tree inside the optimizer state (Adam's mu and nu) takes the params' shardings;
     the rest (step counts) is replicated. Said explicitly because a zeros init does not read the params' values,

@@ -95,11 +95,13 @@ class Trainer:
         return step_lib.place_batch(host_microbatches, self.mesh)
 
     def init(self, params, spec: TrainSpec, nsteps: int):
-        """(optimizer, TrainState) of a stage of `nsteps` steps."""
+        """(optimizer, TrainState) of a stage of `nsteps` steps; of params as ShapeDtypeStructs with their shardings,
+        the state is ShapeDtypeStructs too (`step.abstract_state`: for `lower`, nothing allocated)."""
         optimizer = make_optimizer(spec.lr, nsteps, spec.schedule, optim=spec.optim)
         if spec.head_only:
             optimizer = head_only_optimizer(optimizer)
-        return optimizer, step_lib.init_state(params, optimizer)
+        abstract = all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params))
+        return optimizer, (step_lib.abstract_state if abstract else step_lib.init_state)(params, optimizer)
 
     def step_fn(self, objective, model, optimizer, state_shardings, nsteps: int, frozen_shardings=None,
                 head_only: bool = False, seed: int = 0):
